@@ -1,0 +1,1 @@
+"""Integrations of aiodbpool with web frameworks."""

@@ -1,0 +1,31 @@
+"""aiodbpool: a database-agnostic asyncio connection pool.
+
+>>> from aiodbpool import create_pool
+>>> pool = create_pool("fake://", max_size=4)
+
+Then, inside a coroutine::
+
+    async with pool:
+        async with pool.acquire() as conn:
+            ...
+"""
+
+from ._pool import Pool
+from .driver import Driver, SupportsTerminate, SupportsTransaction
+from .errors import PoolClosed, PoolConnectError, PoolError, PoolExhausted, PoolTimeout
+from .stats import PoolStats
+from .url import create_pool
+
+__all__ = [
+    "Driver",
+    "Pool",
+    "PoolClosed",
+    "PoolConnectError",
+    "PoolError",
+    "PoolExhausted",
+    "PoolStats",
+    "PoolTimeout",
+    "SupportsTerminate",
+    "SupportsTransaction",
+    "create_pool",
+]

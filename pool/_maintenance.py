@@ -1,0 +1,78 @@
+"""The pool's background job: evict idle connections, retire old ones, refill to ``min_size``.
+
+The job is a small loop that wakes every ``maintenance_interval`` seconds, or at once when the
+pool asks (a connection was lost below ``min_size``, the pool was resized), and calls the pool's
+synchronous ``_maintain()`` step, which decides and starts the work. The job holds only a *weak*
+reference to the pool between runs: a pool that the application forgot (and never closed) can
+still be garbage-collected, and its job then ends by itself at the next wake-up.
+
+:class:`Backoff` spaces out refill attempts while the database refuses connections, so a pool
+does not hammer a database that is restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import weakref
+from typing import Protocol
+
+__all__ = ["Backoff", "run_maintenance"]
+
+
+class _Maintainable(Protocol):
+    def _maintain(self) -> float | None:
+        """Do one round of maintenance; return seconds until the next, or None to stop."""
+        ...
+
+
+class Backoff:
+    """Exponential backoff with jitter for reconnect attempts.
+
+    After the n-th consecutive failure the next attempt waits ``initial * 2**(n-1)`` seconds, capped
+    at ``maximum``, of which a random half is kept ("equal jitter"): many pools that lost the same
+    database do not all retry at the same instant.
+    """
+
+    __slots__ = ("_initial", "_maximum", "_rng", "failures", "not_before")
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._rng = rng or random.Random()
+        self.failures = 0
+        """Consecutive failed attempts."""
+        self.not_before = -math.inf
+        """The clock reading before which no new attempt should start."""
+
+    def failed(self, now: float) -> float:
+        """Record a failed attempt at ``now``; return the delay before the next one."""
+        ceiling = min(self._maximum, self._initial * 2.0**self.failures)
+        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        self.failures += 1
+        self.not_before = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        """Record a successful attempt: the next failure starts from the initial delay again."""
+        self.failures = 0
+        self.not_before = -math.inf
+
+
+async def run_maintenance(pool_ref: weakref.ref[_Maintainable], wakeup: asyncio.Event) -> None:
+    """Run the pool's maintenance until the pool closes or is garbage-collected."""
+    while True:
+        pool = pool_ref()
+        if pool is None:
+            return
+        wakeup.clear()  # cleared before the round, so a request made during it is not lost
+        delay = pool._maintain()
+        del pool  # sleep without keeping the pool alive
+        if delay is None:
+            return
+        try:
+            async with asyncio.timeout(delay):
+                await wakeup.wait()
+        except TimeoutError:
+            pass

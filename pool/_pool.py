@@ -1,0 +1,1037 @@
+"""The pool: the only place where the pool's state changes.
+
+How to read this module
+-----------------------
+Every connection the pool knows about is wrapped in a :class:`_Record` and lives in exactly one of
+these places (the *books*):
+
+* ``_idle``      open, clean, waiting to be handed out (a stack: the last released is reused first);
+* ``_in_use``    handed out to a caller, or being validated, reset, or handed to a waiter;
+* ``_opening``   a count of connections being opened (each one holds a slot before it exists);
+* ``_closing``   a count of connections being closed in the background.
+
+``size`` is the sum of the four and never exceeds ``max_size``: that sum *is* the semaphore. A
+slot is taken by ``_opening += 1`` before a connect starts and given back when the connection is
+closed, so "how many may exist" needs no separate lock or counter.
+
+Acquirers that find no idle connection and no free slot queue in ``_waiters`` (strict FIFO). When
+something becomes available, it is *offered* to the oldest waiter: either a connection (on release)
+or ``_ROOM``, a slot already reserved for that waiter to open a new connection (when a connection
+was closed). Because releases serve waiters before parking a connection in ``_idle``, a non-empty
+``_idle`` means nobody waits -- which is what lets the fast path skip the queue safely.
+
+The fast path (:meth:`Pool._take_idle`, and a release whose ``reset`` does no I/O) runs without
+suspending, without creating tasks and without locks. Everything that waits -- connecting, pinging,
+resetting a dirty connection, waiting in line -- is the slow path.
+
+The decide-then-act rule: every change to the books is a synchronous step (no ``await`` in the
+middle), so no other task can observe a half-made change. Awaits happen between steps, and every
+await point says in a comment what happens if the task is cancelled there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import random
+import traceback
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+from . import _options
+from ._calls import begin, call_with_timeout
+from ._clock import Clock, monotonic
+from ._maintenance import Backoff, run_maintenance
+from ._waiters import Waiters
+from .driver import Driver
+from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
+from .stats import PoolStats
+
+__all__ = ["Pool"]
+
+C = TypeVar("C")
+
+logger = logging.getLogger("aiodbpool")
+
+LIFETIME_JITTER: Final = 0.1
+"""Each connection's lifetime is shortened by a random fraction up to this, so connections opened
+together do not all retire (and reconnect) at the same moment."""
+
+
+class _State(enum.Enum):
+    NEW = "new"  # constructed, not opened yet
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True, eq=False)
+class _Record(Generic[C]):
+    """The pool's notes about one connection."""
+
+    conn: C
+    created_at: float
+    retire_at: float  # when max_lifetime (with jitter) is reached; -inf: retire on return
+    released_at: float  # when it last became available (or was opened)
+    acquired_at: float = 0.0
+    uses: int = 0
+    releasing: bool = False  # release() is running for it: a second release is an error
+    acquired_stack: traceback.StackSummary | None = None  # where it was acquired (leak_timeout)
+    leak_reported: bool = False
+
+
+class _Room:
+    """The grant "a slot is reserved for you: open a new connection"."""
+
+    def __repr__(self) -> str:
+        return "<room for a new connection>"
+
+
+_ROOM: Final = _Room()
+
+
+@dataclass(slots=True)
+class _Counters:
+    """The running counters behind :class:`PoolStats`; only the pool changes them."""
+
+    acquired: int = 0
+    waited: int = 0
+    timeouts: int = 0
+    created: int = 0
+    closed: int = 0
+    connect_errors: int = 0
+    validation_failures: int = 0
+    discarded: int = 0
+    evicted_idle: int = 0
+    evicted_lifetime: int = 0
+    wait_time_total: float = 0.0
+    wait_time_max: float = 0.0
+
+
+@dataclass(slots=True)
+class _Settings:
+    """The options that may change while the pool runs (see :meth:`Pool.resize`)."""
+
+    min_size: int
+    max_size: int
+
+
+class Pool(Generic[C]):
+    """An asyncio pool of database connections, generic in the driver's connection type ``C``.
+
+    Open it with ``async with pool:`` (or ``await pool.open()`` and ``await pool.close()``), then
+    borrow connections with ``async with pool.acquire() as conn:``. A connection obtained with
+    ``conn = await pool.acquire()`` must be given back with ``await pool.release(conn)``.
+
+    Sizes: at most ``max_size`` connections exist at once (open, opening or closing); the pool
+    keeps at least ``min_size`` open, refilling in the background. Durations are in seconds; where
+    ``None`` is allowed it means "no limit" or "never".
+
+    Args:
+        driver: Opens, checks, cleans and closes connections (see :class:`aiodbpool.Driver`).
+        name: Shown in ``repr``, logs, stats and errors.
+        min_size: Connections kept open even when idle.
+        max_size: Upper bound on connections.
+        acquire_timeout: Default limit for one ``acquire`` (waiting, validating and connecting
+            together). ``None``: wait as long as it takes.
+        max_waiting: Acquirers allowed to queue; one more fails at once with ``PoolExhausted``.
+        max_idle: Idle connections above ``min_size`` are closed after this long unused.
+        max_lifetime: Connections are retired after this age (minus up to 10% random spread).
+        max_uses: Connections are retired after this many acquisitions.
+        validate_after_idle: A connection idle at least this long is pinged before it is handed
+            out. ``0``: always; ``None``: never.
+        connect_timeout: Limit for opening one connection.
+        ping_timeout: Limit for one validation ping.
+        reset_timeout: Limit for cleaning a returned connection; on timeout it is discarded.
+        close_timeout: Limit for closing one connection politely; then it is terminated.
+        leak_timeout: Log a warning, with the stack that acquired it, for a connection held longer.
+        maintenance_interval: How often the background job looks at idle connections.
+        backoff_initial: First delay before retrying a failed background refill.
+        backoff_max: Longest delay between refill attempts.
+        clock: Zero-argument callable returning monotonic seconds; tests inject a manual clock.
+    """
+
+    def __init__(
+        self,
+        driver: Driver[C],
+        *,
+        name: str = "default",
+        min_size: int = 0,
+        max_size: int = 10,
+        acquire_timeout: float | None = 30.0,
+        max_waiting: int | None = None,
+        max_idle: float | None = 600.0,
+        max_lifetime: float | None = 3600.0,
+        max_uses: int | None = None,
+        validate_after_idle: float | None = 1.0,
+        connect_timeout: float | None = 10.0,
+        ping_timeout: float | None = 5.0,
+        reset_timeout: float | None = 5.0,
+        close_timeout: float | None = 5.0,
+        leak_timeout: float | None = None,
+        maintenance_interval: float = 1.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        for method in ("connect", "close", "ping", "reset", "is_closed"):
+            if not callable(getattr(driver, method, None)):
+                raise TypeError(
+                    f"driver {type(driver).__name__} has no {method}() method: a driver needs "
+                    "connect, close, ping, reset and is_closed (see aiodbpool.Driver)"
+                )
+        min_ = _options.check_count("min_size", min_size, minimum=0)
+        max_ = _options.check_count("max_size", max_size, minimum=1)
+        assert min_ is not None
+        assert max_ is not None
+        if min_ > max_:
+            raise ValueError(f"min_size ({min_}) must not exceed max_size ({max_})")
+        if clock is not None and not callable(clock):
+            raise ValueError(f"clock must be a callable returning seconds, got {clock!r}")
+
+        # Configuration, fixed for the pool's life.
+        self._driver: Final = driver
+        self._name: Final = name
+        self._acquire_timeout = _options.check_seconds(
+            "acquire_timeout", acquire_timeout, allow_none=True
+        )
+        self._max_waiting = _options.check_count(
+            "max_waiting", max_waiting, minimum=0, allow_none=True
+        )
+        self._max_idle = _options.seconds_or_inf("max_idle", max_idle)
+        self._max_lifetime = _options.seconds_or_inf("max_lifetime", max_lifetime)
+        uses = _options.check_count("max_uses", max_uses, minimum=1, allow_none=True)
+        self._max_uses: float = math.inf if uses is None else uses
+        self._validate_after_idle = _options.seconds_or_inf(
+            "validate_after_idle", validate_after_idle, allow_zero=True
+        )
+        self._connect_timeout = _options.check_seconds(
+            "connect_timeout", connect_timeout, allow_none=True
+        )
+        self._ping_timeout = _options.check_seconds("ping_timeout", ping_timeout, allow_none=True)
+        self._reset_timeout = _options.check_seconds(
+            "reset_timeout", reset_timeout, allow_none=True
+        )
+        self._close_timeout = _options.check_seconds(
+            "close_timeout", close_timeout, allow_none=True
+        )
+        self._leak_timeout = _options.check_seconds("leak_timeout", leak_timeout, allow_none=True)
+        self._maintenance_interval = _options.check_seconds(
+            "maintenance_interval", maintenance_interval
+        )
+        backoff_first = _options.check_seconds("backoff_initial", backoff_initial)
+        backoff_cap = _options.check_seconds("backoff_max", backoff_max)
+        assert backoff_first is not None
+        assert backoff_cap is not None
+        if backoff_first > backoff_cap:
+            raise ValueError(
+                f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap})"
+            )
+        self._clock: Final[Clock] = clock or monotonic
+        self._rng = random.Random()
+        # Looked up once: optional driver abilities (see aiodbpool.SupportsTerminate).
+        self._terminate = getattr(driver, "terminate", None)
+        self._is_closed = driver.is_closed
+
+        # Mutable state. Every change goes through the methods below; the invariants are checked
+        # by _invariant_errors() in the tests.
+        self._settings = _Settings(min_size=min_, max_size=max_)
+        self._state = _State.NEW
+        self._idle: deque[_Record[C]] = deque()  # most recently released at the right
+        self._in_use: dict[int, _Record[C]] = {}  # keyed by id(conn): drivers' objects need
+        # not be hashable, and the record keeps the object alive, so the id cannot be reused.
+        self._opening = 0  # connects under way; each holds a slot
+        self._closing = 0  # closes under way in the background; each still holds a slot
+        self._waiters: Waiters[_Record[C] | _Room] = Waiters()
+        self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held
+        self._generation = 0  # bumped by expire(): connects begun before it are retired
+        self._counters = _Counters()
+        self._backoff = Backoff(backoff_first, backoff_cap, self._rng)
+        self._tasks: set[asyncio.Task[Any]] = set()  # background connects and closes
+        self._maintenance_task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None  # pokes the maintenance job
+        self._drained: asyncio.Event | None = None  # set when a closing pool holds nothing
+        self._closed_event: asyncio.Event | None = None  # set when close() has finished
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ public API: life cycle
+
+    async def __aenter__(self) -> Pool[C]:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self, wait: bool = True) -> None:
+        """Open the pool and its ``min_size`` connections.
+
+        With ``wait=True`` (the default) this returns once ``min_size`` connections are open, and
+        raises :class:`PoolConnectError` if they cannot be opened, leaving the pool unopened so
+        that ``open()`` may be tried again. With ``wait=False`` it returns at once and the
+        connections are opened in the background. Opening an open pool does nothing.
+        """
+        if self._state is _State.OPEN:
+            return
+        if self._state is not _State.NEW:
+            raise PoolClosed(
+                f"pool {self._name!r} is closed and cannot be reopened: create a new Pool",
+                pool_name=self._name,
+            )
+        self._loop = asyncio.get_running_loop()
+        self._state = _State.OPEN
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed_event = asyncio.Event()
+        if wait and self._settings.min_size:
+            await self._fill_at_open(self._settings.min_size)
+        # Started after the first connections exist, so it does not open them a second time.
+        self._maintenance_task = self._loop.create_task(
+            run_maintenance(weakref.ref(self), self._wakeup),
+            name=f"aiodbpool[{self._name}] maintenance",
+        )
+        logger.debug("pool %r opened", self._name)
+
+    async def _fill_at_open(self, count: int) -> None:
+        """Open ``count`` connections at once; on any failure, close them all and re-raise."""
+        self._opening += count
+        connects = [self._spawn(self._connect(), "connect") for _ in range(count)]
+        try:
+            # Cancellation here cancels the connects (gather does), and _connect frees their slots.
+            results = await asyncio.gather(*connects, return_exceptions=True)
+        except BaseException:
+            await self._shut_down(self._close_timeout)
+            self._state = _State.NEW
+            raise
+        now = self._clock()
+        for result in results:
+            if isinstance(result, _Record):
+                self._return_to_pool(result, now)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            await self._shut_down(self._close_timeout)
+            self._state = _State.NEW
+            raise failures[0]
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the pool; safe to call more than once, and on a pool never opened.
+
+        New acquires fail with :class:`PoolClosed` at once, and so does every acquirer already
+        waiting. Idle connections are closed; connections in use are closed as they come back.
+        Whatever is still in use after ``timeout`` seconds is terminated. A connection released
+        after that is ignored (it was already closed).
+        """
+        limit = _options.check_seconds("timeout", timeout, allow_zero=True)
+        if self._state is _State.NEW:
+            self._state = _State.CLOSED
+            return
+        if self._state is not _State.OPEN:
+            if self._closed_event is not None:
+                await self._closed_event.wait()  # another task is closing the pool
+            return
+        assert self._closed_event is not None
+        try:
+            await self._shut_down(limit)
+        finally:
+            self._state = _State.CLOSED
+            self._closed_event.set()
+        logger.debug("pool %r closed", self._name)
+
+    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change ``min_size`` and/or ``max_size`` while the pool runs.
+
+        Growing lets waiters open connections at once. Shrinking closes excess idle connections
+        now, and excess connections in use when they come back; nothing new opens until the pool
+        is under the new bound.
+        """
+        settings = self._settings
+        new_min = settings.min_size if min_size is None else min_size
+        new_max = settings.max_size if max_size is None else max_size
+        _options.check_count("min_size", new_min, minimum=0)
+        _options.check_count("max_size", new_max, minimum=1)
+        if new_min > new_max:
+            raise ValueError(f"min_size ({new_min}) must not exceed max_size ({new_max})")
+        settings.min_size, settings.max_size = new_min, new_max
+        while self._idle and self._size() > new_max:
+            self._discard(self._idle.popleft(), "evicted_lifetime")
+        # The rest of the excess is in use: mark that many to retire when they come back.
+        excess = self._size() - self._closing - new_max
+        for record in self._in_use.values():
+            if excess <= 0:
+                break
+            if record.retire_at != -math.inf:
+                record.retire_at = -math.inf
+                excess -= 1
+        self._after_removal()
+
+    def expire(self) -> None:
+        """Retire every current connection: idle ones now, ones in use when they are released.
+
+        New connections replace them as needed. Use it after rotating credentials or a failover,
+        when existing connections point at the old server or identity.
+        """
+        self._generation += 1
+        while self._idle:
+            self._discard(self._idle.pop(), "evicted_lifetime")
+        for record in self._in_use.values():
+            record.retire_at = -math.inf
+        self._after_removal()
+
+    def detach(self, conn: C) -> C:
+        """Take an acquired connection out of the pool for good, and free its slot.
+
+        The caller becomes its owner and must close it. For connections with a long-lived purpose
+        (a LISTEN loop, a replication stream) that should not count against the pool.
+        """
+        record = self._in_use.get(id(conn))
+        if record is None or record.conn is not conn or record.releasing:
+            raise self._foreign_connection_error(conn, "detach")
+        del self._in_use[id(conn)]
+        self._after_removal()
+        return conn
+
+    # ------------------------------------------------------------------ public API: use
+
+    def acquire(self, timeout: float | None = None) -> _Acquire[C]:
+        """Borrow a connection: ``async with pool.acquire() as conn:`` or ``await pool.acquire()``.
+
+        Waits at most ``timeout`` seconds (``None``: the pool's ``acquire_timeout``) for waiting in
+        line, validating and connecting together, then raises :class:`PoolTimeout`. Raises
+        :class:`PoolConnectError` at once if a new connection was needed and could not be opened,
+        :class:`PoolExhausted` if ``max_waiting`` acquirers already wait, and :class:`PoolClosed`
+        if the pool is not open. After ``await pool.acquire()`` you must ``await pool.release()``.
+        """
+        if timeout is not None:
+            _options.check_seconds("timeout", timeout, allow_zero=True)
+        return _Acquire(self, timeout)
+
+    async def release(self, conn: C) -> None:
+        """Give a connection back. It is reset (its transaction rolled back) before reuse.
+
+        If the reset fails or times out, the connection is discarded instead. Releasing a
+        connection this pool did not hand out, or releasing it twice, raises ``ValueError``.
+        """
+        key = id(conn)
+        record = self._in_use.get(key)
+        if record is None or record.conn is not conn or record.releasing:
+            if self._abandoned.pop(key, None) is not None:
+                return  # close() already terminated it
+            raise self._foreign_connection_error(conn, "release")
+        record.releasing = True
+        try:
+            unfinished = begin(self._driver.reset(conn))
+            if unfinished is not None:
+                # The connection was dirty and the reset is waiting on the server: only now is
+                # a timer worth arming. Cancellation safety: if the releasing task is cancelled
+                # here, the connection's state is unknown and it is discarded below.
+                async with asyncio.timeout(self._reset_timeout):
+                    await unfinished
+        except BaseException as error:
+            self._reset_failed(record, error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        record.releasing = False
+        if self._in_use.get(key) is not record:
+            self._abandoned.pop(key, None)  # close() terminated it while the reset ran
+            return
+        self._return_to_pool(record, self._clock())
+
+    def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
+        """A reset raised, timed out or was cancelled: the connection must not be reused."""
+        key = id(record.conn)
+        if self._in_use.get(key) is record:
+            self._drop(record, "discarded", hard=True)
+        else:
+            self._abandoned.pop(key, None)  # close() terminated it meanwhile
+        if isinstance(error, Exception):
+            logger.warning(
+                "pool %r: reset failed, connection discarded: %s", self._name, _describe(error)
+            )
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot of the pool's gauges and counters."""
+        counters = self._counters
+        return PoolStats(
+            name=self._name,
+            size=self._size(),
+            idle=len(self._idle),
+            in_use=len(self._in_use),
+            opening=self._opening,
+            closing=self._closing,
+            waiting=len(self._waiters),
+            min_size=self._settings.min_size,
+            max_size=self._settings.max_size,
+            acquired=counters.acquired,
+            waited=counters.waited,
+            timeouts=counters.timeouts,
+            created=counters.created,
+            closed=counters.closed,
+            connect_errors=counters.connect_errors,
+            validation_failures=counters.validation_failures,
+            discarded=counters.discarded,
+            evicted_idle=counters.evicted_idle,
+            evicted_lifetime=counters.evicted_lifetime,
+            wait_time_total=counters.wait_time_total,
+            wait_time_max=counters.wait_time_max,
+        )
+
+    @property
+    def name(self) -> str:
+        """The pool's name."""
+        return self._name
+
+    @property
+    def driver(self) -> Driver[C]:
+        """The driver the pool opens connections with."""
+        return self._driver
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has started."""
+        return self._state in (_State.CLOSING, _State.CLOSED)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pool {self._name!r} {self._state.value} size={self._size()} "
+            f"idle={len(self._idle)} in_use={len(self._in_use)} waiting={len(self._waiters)} "
+            f"max={self._settings.max_size}>"
+        )
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is not _State.OPEN:
+            return
+        warnings.warn(
+            f"pool {self._name!r} was garbage-collected while open: use `async with pool:` "
+            "or call `await pool.close()`",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+        task = self._maintenance_task
+        if task is not None and not task.get_loop().is_closed():
+            task.cancel()
+
+    # ------------------------------------------------------------------ acquiring
+
+    def _take_idle(self) -> C | None:
+        """The fast path: hand out the most recently released idle connection if it is ready.
+
+        Returns None when the slow path must run: no idle connection, or the top one needs a
+        ping, is too old, or is closed. A non-empty ``_idle`` implies an empty queue of waiters
+        (releases serve waiters first), so taking one here never jumps the line.
+        """
+        idle = self._idle
+        if not idle:
+            return None
+        record = idle[-1]
+        now = self._clock()
+        if (
+            now - record.released_at >= self._validate_after_idle
+            or now >= record.retire_at
+            or self._is_closed(record.conn)
+        ):
+            return None
+        idle.pop()
+        self._in_use[id(record.conn)] = record
+        return self._hand_out(record, now)
+
+    async def _acquire_slowly(self, timeout: float | None) -> C:
+        """The slow path: wait in line, validate or connect, all within one deadline."""
+        self._check_open()
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"pool {self._name!r} was opened in another event loop; a pool belongs to the "
+                "loop that opened it (create one pool per loop, e.g. per worker thread)"
+            )
+        limit = self._acquire_timeout if timeout is None else timeout
+        started = self._clock()
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                record = await self._obtain()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self._counters.timeouts += 1
+            raise PoolTimeout(
+                f"pool {self._name!r} could not provide a connection within {limit:g}s "
+                f"(size={self._size()}, max_size={self._settings.max_size}, "
+                f"waiting={len(self._waiters)})",
+                pool_name=self._name,
+            ) from None
+        now = self._clock()
+        if self._state is not _State.OPEN:
+            # The pool closed while this acquirer was connecting: the connection goes back (and
+            # is closed), the caller gets the same error as any acquirer of a closed pool.
+            self._return_to_pool(record, now)
+            self._check_open()
+        counters = self._counters
+        waited = now - started
+        counters.waited += 1
+        counters.wait_time_total += waited
+        counters.wait_time_max = max(counters.wait_time_max, waited)
+        return self._hand_out(record, now)
+
+    async def _obtain(self) -> _Record[C]:
+        """Get a usable connection record, already booked in ``_in_use``."""
+        while True:
+            self._check_open()
+            if self._idle:
+                record = self._idle.pop()
+                self._in_use[id(record.conn)] = record
+                if await self._usable(record):
+                    return record
+                continue
+            if self._size() < self._settings.max_size:
+                self._opening += 1
+                return await self._open_for_caller()
+            if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
+                raise PoolExhausted(
+                    f"pool {self._name!r} already has {len(self._waiters)} acquirers waiting "
+                    f"(max_waiting={self._max_waiting})",
+                    pool_name=self._name,
+                )
+            # Cancellation safety: Waiters.wait hands back a grant that arrived too late.
+            grant = await self._waiters.wait(self._give_back)
+            if isinstance(grant, _Room):
+                return await self._open_for_caller()
+            return grant  # a just-released connection: clean and fresh, no ping needed
+
+    async def _usable(self, record: _Record[C]) -> bool:
+        """Check an idle connection taken by the slow path; discard it if it is not usable."""
+        now = self._clock()
+        if self._is_closed(record.conn):
+            self._drop(record, "discarded")
+            return False
+        if now >= record.retire_at:
+            self._drop(record, "evicted_lifetime")
+            return False
+        if now - record.released_at < self._validate_after_idle:
+            return True
+        try:
+            # Cancellation safety: a ping interrupted by the deadline or the caller leaves the
+            # connection in an unknown state, so it is discarded like a failed one.
+            await call_with_timeout(self._driver.ping(record.conn), self._ping_timeout)
+        except BaseException as error:
+            self._counters.validation_failures += 1
+            self._drop(record, "discarded", hard=True)
+            if not isinstance(error, Exception):
+                raise
+            logger.info(
+                "pool %r: idle connection failed its ping and was discarded: %s",
+                self._name,
+                _describe(error),
+            )
+            return False
+        return True
+
+    async def _open_for_caller(self) -> _Record[C]:
+        """Open a connection in a slot already reserved for the calling acquirer.
+
+        The connect runs in its own task, shielded from the caller: if the caller's deadline
+        passes or it is cancelled, the connect goes on and its connection joins the pool.
+        """
+        task = self._spawn(self._connect(), "connect")
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            if not task.done():
+                task.add_done_callback(self._adopt_orphan)
+            elif not task.cancelled() and task.exception() is None:
+                self._give_back(task.result())  # finished just as the caller gave up
+            raise
+
+    def _hand_out(self, record: _Record[C], now: float) -> C:
+        """Book a record, already in ``_in_use``, as handed to a caller."""
+        record.uses += 1
+        record.acquired_at = now
+        self._counters.acquired += 1
+        if self._leak_timeout is not None:
+            record.acquired_stack = traceback.StackSummary.from_list(traceback.extract_stack()[:-3])
+            record.leak_reported = False
+        return record.conn
+
+    def _give_back(self, grant: _Record[C] | _Room) -> None:
+        """Return a grant that its acquirer can no longer use (it timed out or was cancelled)."""
+        if isinstance(grant, _Room):
+            self._opening -= 1
+            self._after_removal()
+        else:
+            self._return_to_pool(grant, self._clock())
+
+    def _adopt_orphan(self, task: asyncio.Task[_Record[C]]) -> None:
+        """A connect whose acquirer gave up has finished: keep its connection in the pool."""
+        if task.cancelled() or task.exception() is not None:
+            return  # _connect already freed the slot and counted the error
+        self._return_to_pool(task.result(), self._clock())
+
+    def _check_open(self) -> None:
+        if self._state is _State.OPEN:
+            return
+        if self._state is _State.NEW:
+            raise PoolClosed(
+                f"pool {self._name!r} is not open: use `async with pool:` or "
+                "`await pool.open()` before acquiring",
+                pool_name=self._name,
+            )
+        raise PoolClosed(f"pool {self._name!r} is closed", pool_name=self._name)
+
+    # ------------------------------------------------------------------ returning
+
+    def _return_to_pool(self, record: _Record[C], now: float) -> None:
+        """A booked-in-use connection is available again: give it to a waiter, or park it idle.
+
+        It is closed instead if it must not be reused: the pool is closing, it reached its
+        lifetime or use count (``expire()`` and ``resize()`` mark connections by setting their
+        ``retire_at`` to minus infinity), or the driver says it is closed.
+        """
+        if (
+            self._state is not _State.OPEN
+            or now >= record.retire_at
+            or record.uses >= self._max_uses
+            or self._is_closed(record.conn)
+        ):
+            self._retire(record)
+            return
+        record.released_at = now
+        if self._waiters and self._waiters.offer(record):
+            return  # it stays booked in _in_use, now for the waiter
+        del self._in_use[id(record.conn)]
+        self._idle.append(record)
+
+    def _retire(self, record: _Record[C]) -> None:
+        """Close a returning connection that must not be reused, counting why."""
+        if self._state is not _State.OPEN:
+            reason = "closed"
+        elif self._is_closed(record.conn):
+            reason = "discarded"
+        else:
+            reason = "evicted_lifetime"
+        self._drop(record, reason)
+
+    def _foreign_connection_error(self, conn: object, action: str) -> ValueError:
+        if any(record.conn is conn for record in self._idle):
+            return ValueError(f"cannot {action} a connection already released to {self!r}")
+        record = self._in_use.get(id(conn))
+        if record is not None and record.conn is conn and record.releasing:
+            return ValueError(f"cannot {action} a connection that is being released to {self!r}")
+        return ValueError(
+            f"cannot {action} {type(conn).__name__} object: it was not acquired from {self!r} "
+            "(or it was detached, or already released)"
+        )
+
+    # ------------------------------------------------------------------ opening and closing
+
+    async def _connect(self) -> _Record[C]:
+        """Open one connection in a slot the caller reserved (``_opening``), booked in use.
+
+        The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot,
+        so it is counted in ``size`` at every moment; whoever asked for it then hands it out or
+        returns it to the pool.
+        """
+        generation = self._generation
+        try:
+            conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
+        except BaseException as error:
+            self._opening -= 1
+            self._counters.connect_errors += 1
+            self._after_removal()
+            if not isinstance(error, Exception):
+                raise
+            if isinstance(error, TimeoutError):
+                reason = f"connect timed out after {self._connect_timeout:g}s"
+            else:
+                reason = _describe(error)
+            raise PoolConnectError(
+                f"pool {self._name!r} could not open a connection: {reason}",
+                pool_name=self._name,
+            ) from error
+        self._opening -= 1
+        now = self._clock()
+        lifetime = self._max_lifetime * (1.0 - LIFETIME_JITTER * self._rng.random())
+        record = _Record(conn=conn, created_at=now, retire_at=now + lifetime, released_at=now)
+        if generation != self._generation or self._size() >= self._settings.max_size:
+            # expire() or a resize() down happened while connecting: use it once at most.
+            record.retire_at = -math.inf
+        self._in_use[id(conn)] = record
+        self._counters.created += 1
+        return record
+
+    def _drop(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
+        """Unbook a record held in ``_in_use`` and close its connection."""
+        del self._in_use[id(record.conn)]
+        self._discard(record, reason, hard=hard)
+        self._after_removal()
+
+    def _discard(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
+        """Close an unbooked connection, counting why.
+
+        ``hard`` is for connections in an unknown state (a failed reset or ping): they are
+        terminated at once if the driver can, rather than closed politely.
+        """
+        counters = self._counters
+        if reason != "closed":
+            setattr(counters, reason, getattr(counters, reason) + 1)
+        if hard and self._terminate is not None:
+            self._terminate_quietly(record.conn)
+            counters.closed += 1
+            return
+        self._closing += 1
+        self._spawn(self._close(record), "close")
+
+    async def _close(self, record: _Record[C]) -> None:
+        """Close one connection in the background, terminating it if that fails."""
+        try:
+            await call_with_timeout(self._driver.close(record.conn), self._close_timeout)
+        except BaseException as error:
+            if self._terminate is not None:
+                self._terminate_quietly(record.conn)
+            if not isinstance(error, Exception):
+                raise
+            logger.warning("pool %r: closing a connection failed: %s", self._name, _describe(error))
+        finally:
+            self._closing -= 1
+            self._counters.closed += 1
+            self._after_removal()
+
+    def _terminate_quietly(self, conn: C) -> None:
+        assert self._terminate is not None
+        try:
+            self._terminate(conn)
+        except Exception as error:  # a driver bug must not break the pool's bookkeeping
+            logger.warning(
+                "pool %r: terminating a connection failed: %s", self._name, _describe(error)
+            )
+
+    async def _shut_down(self, timeout: float | None) -> None:
+        """Close every connection: politely within ``timeout``, then by force."""
+        assert self._drained is not None
+        self._state = _State.CLOSING
+        self._waiters.fail_all(
+            lambda: PoolClosed(f"pool {self._name!r} is closed", pool_name=self._name)
+        )
+        if self._maintenance_task is not None:
+            self._maintenance_task.cancel()
+        while self._idle:
+            self._discard(self._idle.pop(), "closed")
+        self._after_removal()
+        try:
+            # Wait for connections in use to come back and for opens and closes to finish.
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+        except TimeoutError:
+            logger.warning(
+                "pool %r: %d connections still in use after %ss; terminating them",
+                self._name,
+                len(self._in_use),
+                timeout,
+            )
+        finally:
+            # Whatever remains (after the timeout, or if close itself was cancelled) goes now:
+            # connects and closes that overran are cancelled (a cancelled close terminates its
+            # connection), then connections still held by callers are terminated. A caller that
+            # releases one later is told nothing: it was already closed.
+            for task in self._tasks:
+                task.cancel()
+            for key, record in list(self._in_use.items()):
+                del self._in_use[key]
+                self._abandoned[key] = record
+                self._discard(record, "closed", hard=True)
+            remaining = [task for task in self._tasks if not task.done()]
+            if self._maintenance_task is not None:
+                remaining.append(self._maintenance_task)
+            if remaining:
+                await asyncio.wait(remaining, timeout=self._close_timeout or 1.0)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], purpose: str) -> asyncio.Task[Any]:
+        """Start a background task that the pool keeps track of until it ends."""
+        task = asyncio.get_running_loop().create_task(
+            coro, name=f"aiodbpool[{self._name}] {purpose}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _after_removal(self) -> None:
+        """Follow-up after the pool lost a connection or a slot: someone may use the room now."""
+        settings = self._settings
+        if self._state is _State.OPEN:
+            # Room for waiters: reserve a slot for each, oldest first, while the bound allows.
+            while self._waiters and self._size() < settings.max_size:
+                self._opening += 1
+                if not self._waiters.offer(_ROOM):
+                    self._opening -= 1
+                    break
+            if self._size() < settings.min_size and self._wakeup is not None:
+                self._wakeup.set()
+        elif self._state is _State.CLOSING and self._drained is not None and not self._size():
+            self._drained.set()
+
+    def _size(self) -> int:
+        return len(self._idle) + len(self._in_use) + self._opening + self._closing
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _maintain(self) -> float | None:
+        """One round of background maintenance; returns seconds until the next round.
+
+        Called by the maintenance job (see ``_maintenance.py``). Decides synchronously which
+        connections to close and how many to open, and starts that work in background tasks.
+        """
+        if self._state is not _State.OPEN:
+            return None
+        now = self._clock()
+        self._evict_idle(now)
+        if self._leak_timeout is not None:
+            self._report_leaks(now)
+        self._refill(now)
+        delay = self._maintenance_interval
+        assert delay is not None
+        if self._backoff.failures and self._size() < self._settings.min_size:
+            delay = min(delay, max(self._backoff.not_before - now, 0.0))
+        return delay
+
+    def _evict_idle(self, now: float) -> None:
+        """Close idle connections past their lifetime, and those idle too long above min_size."""
+        keep: deque[_Record[C]] = deque()
+        for record in self._idle:
+            if now >= record.retire_at:
+                self._discard(record, "evicted_lifetime")
+            else:
+                keep.append(record)
+        self._idle = keep
+        # The least recently used are at the left; never go below min_size for idleness.
+        while (
+            self._idle
+            and now - self._idle[0].released_at >= self._max_idle
+            and self._size() > self._settings.min_size
+        ):
+            self._discard(self._idle.popleft(), "evicted_idle")
+
+    def _report_leaks(self, now: float) -> None:
+        assert self._leak_timeout is not None
+        for record in self._in_use.values():
+            stack = record.acquired_stack
+            if (
+                stack is None
+                or record.leak_reported
+                or now - record.acquired_at < self._leak_timeout
+            ):
+                continue
+            record.leak_reported = True
+            logger.warning(
+                "pool %r: a connection has been held for %.1fs (leak_timeout=%gs); it was "
+                "acquired at:\n%s",
+                self._name,
+                now - record.acquired_at,
+                self._leak_timeout,
+                "".join(stack.format()),
+            )
+
+    def _refill(self, now: float) -> None:
+        """Open connections up to min_size; one probe at a time while the backoff is active."""
+        missing = self._settings.min_size - self._size()
+        if missing <= 0 or now < self._backoff.not_before:
+            return
+        if self._backoff.failures:
+            if self._opening:
+                return  # a probe is already under way
+            missing = 1
+        for _ in range(missing):
+            self._opening += 1
+            self._spawn(self._refill_one(), "refill")
+
+    async def _refill_one(self) -> None:
+        try:
+            record = await self._connect()
+        except PoolConnectError as error:
+            delay = self._backoff.failed(self._clock())
+            logger.warning(
+                "pool %r: background connect failed (%d in a row), next try in %.2fs: %s",
+                self._name,
+                self._backoff.failures,
+                delay,
+                _describe(error.__cause__ or error),
+            )
+            return
+        self._backoff.succeeded()
+        self._return_to_pool(record, self._clock())
+
+    # ------------------------------------------------------------------ self-checks
+
+    def _invariant_errors(self) -> list[str]:
+        """Describe every broken invariant of the books (empty when all hold). Used by tests."""
+        errors: list[str] = []
+        size = self._size()
+        if self._opening and size > self._settings.max_size:
+            # (Without opening, size may exceed max_size only after resize() shrank the bound.)
+            errors.append(f"opening connections beyond max_size {self._settings.max_size}")
+        if self._opening < 0 or self._closing < 0:
+            errors.append(f"negative counts: opening={self._opening} closing={self._closing}")
+        idle_ids = {id(record.conn) for record in self._idle}
+        if len(idle_ids) != len(self._idle):
+            errors.append("a connection is idle twice")
+        if idle_ids & self._in_use.keys():
+            errors.append("a connection is both idle and in use")
+        if self._idle and self._waiters:
+            errors.append("acquirers wait while connections are idle")
+        if self._state is _State.OPEN and self._waiters and size < self._settings.max_size:
+            errors.append("acquirers wait while there is room to open a connection")
+        if self._state is _State.CLOSED and size:
+            errors.append(f"closed pool still holds {size} connections")
+        return errors
+
+
+class _Acquire(Generic[C]):
+    """What ``pool.acquire()`` returns: awaitable, and an async context manager.
+
+    ``await pool.acquire()`` runs :meth:`__await__`. ``async with pool.acquire() as conn`` awaits
+    the object returned by ``__aenter__`` -- this same object -- and releases on exit. When an
+    idle connection is ready, ``__await__`` returns it without ever suspending: no task, no
+    future, no lock.
+    """
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool[C], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    def __await__(self) -> Generator[Any, None, C]:
+        conn = self._pool._take_idle()
+        if conn is None:
+            conn = yield from self._pool._acquire_slowly(self._timeout).__await__()
+        self._conn = conn
+        return conn
+
+    def __aenter__(self) -> _Acquire[C]:
+        return self
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Coroutine[Any, Any, None]:
+        return self._pool.release(self._conn)
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line description of a driver's exception for logs and messages."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

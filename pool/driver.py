@@ -1,0 +1,76 @@
+"""The contract between the pool and a database client library.
+
+A driver is any object with the five methods of :class:`Driver`; no base class is needed. The pool
+only ever talks to a database through these methods, which is what keeps ``aiodbpool`` itself free
+of any database dependency.
+
+Two abilities are optional, each its own small protocol so the required contract stays small:
+
+* :class:`SupportsTerminate`: a synchronous hard close, used when a polite ``close`` timed out or a
+  connection is in an unknown state (a ``reset`` that failed or was interrupted).
+* :class:`SupportsTransaction`: an async context manager that commits on success and rolls back on
+  error; integrations use it to offer "a connection inside a transaction" for every driver.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar, runtime_checkable
+
+__all__ = ["Driver", "SupportsTerminate", "SupportsTransaction"]
+
+C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
+@runtime_checkable
+class Driver(Protocol[C]):
+    """What the pool needs from a database client: open, close, check and clean a connection.
+
+    ``C`` is the driver's own connection type; the pool hands out these objects unwrapped, so user
+    code keeps the full, typed API of the client library.
+    """
+
+    async def connect(self) -> C:
+        """Open a new connection. Raise any exception if it cannot be opened."""
+        ...
+
+    async def close(self, conn: C) -> None:
+        """Close ``conn`` politely. The pool bounds this call by its ``close_timeout``."""
+        ...
+
+    async def ping(self, conn: C) -> None:
+        """Check that ``conn`` still works with a cheap round trip; raise if it does not."""
+        ...
+
+    async def reset(self, conn: C) -> None:
+        """Make a returned connection clean for its next user (roll back an open transaction).
+
+        Called on every release, so it should return *without awaiting anything* when the
+        connection is already clean: the pool then skips the cost of arming a timeout. Raise to
+        have the connection discarded instead of reused.
+        """
+        ...
+
+    def is_closed(self, conn: C) -> bool:
+        """Say whether ``conn`` is known to be closed. Cheap and local: no I/O."""
+        ...
+
+
+@runtime_checkable
+class SupportsTerminate(Protocol[C_contra]):
+    """A driver that can close a connection at once, without talking to the server."""
+
+    def terminate(self, conn: C_contra) -> None:
+        """Drop ``conn`` immediately (close its socket); never blocks, never raises."""
+        ...
+
+
+@runtime_checkable
+class SupportsTransaction(Protocol[C_contra]):
+    """A driver that can run a block of work inside a database transaction."""
+
+    def transaction(self, conn: C_contra) -> AbstractAsyncContextManager[object]:
+        """Return a context manager that begins a transaction on entry and commits on a clean
+        exit or rolls back when the block raises."""
+        ...

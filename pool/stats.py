@@ -1,0 +1,71 @@
+"""A frozen snapshot of a pool's state and running counters, as returned by ``Pool.stats()``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["PoolStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """What a pool looked like at one instant.
+
+    Gauges describe the pool now; counters only grow over the pool's life. A snapshot never changes
+    after it is taken, so it is safe to keep, compare and log.
+    """
+
+    name: str
+    """The pool's name."""
+
+    # Gauges.
+    size: int
+    """Connections that exist or are being opened or closed: ``idle + in_use + opening + closing``.
+    Never more than ``max_size`` (except just after a ``resize`` down, until the excess returns)."""
+    idle: int
+    """Open connections waiting in the pool, ready to hand out."""
+    in_use: int
+    """Connections handed out and not yet returned (including those being reset or validated)."""
+    opening: int
+    """Connections being opened right now."""
+    closing: int
+    """Connections being closed right now."""
+    waiting: int
+    """Acquirers queued for a connection."""
+    min_size: int
+    """The configured minimum number of connections."""
+    max_size: int
+    """The configured maximum number of connections."""
+
+    # Counters.
+    acquired: int
+    """Connections handed out, in total."""
+    waited: int
+    """Acquisitions that could not take a ready idle connection at once: they queued, opened a
+    connection or validated one first."""
+    timeouts: int
+    """Acquisitions that failed with ``PoolTimeout``."""
+    created: int
+    """Connections opened successfully."""
+    closed: int
+    """Connections closed, for any reason."""
+    connect_errors: int
+    """Attempts to open a connection that failed or timed out."""
+    validation_failures: int
+    """Idle connections that failed their ping before being handed out."""
+    discarded: int
+    """Connections thrown away because they were broken: closed, failed ``reset``, failed ping."""
+    evicted_idle: int
+    """Connections closed because they stayed idle longer than ``max_idle``."""
+    evicted_lifetime: int
+    """Connections retired for age (``max_lifetime``), use count (``max_uses``), ``expire()``
+    or a ``resize`` below the current size."""
+    wait_time_total: float
+    """Seconds spent in acquisitions counted by ``waited``, summed."""
+    wait_time_max: float
+    """The longest of those acquisitions, in seconds."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a plain dictionary, ready for JSON."""
+        return asdict(self)
