@@ -1,0 +1,103 @@
+"""The pool's own overhead: microseconds per acquire + release on the fast path.
+
+Uses the fake driver, so no database is involved: what is measured is the pool alone (the
+connection is idle and clean, so ``reset`` does no I/O). Run it before and after any change to
+``pool/``::
+
+    .venv/bin/python -m bench.fastpath            # both event loops
+    .venv/bin/python -m bench.fastpath --json     # machine-readable
+
+Each figure is the median of several rounds; the spread (min..max) shows how noisy the machine was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from aiodbpool import Pool
+from aiodbpool.drivers.fake import FakeConnection, FakeDriver
+
+Cycle = Callable[[Pool[FakeConnection], int], Awaitable[None]]
+
+
+async def _with_context_manager(pool: Pool[FakeConnection], cycles: int) -> None:
+    for _ in range(cycles):
+        async with pool.acquire():
+            pass
+
+
+async def _with_await(pool: Pool[FakeConnection], cycles: int) -> None:
+    for _ in range(cycles):
+        conn = await pool.acquire()
+        await pool.release(conn)
+
+
+async def _empty_loop(pool: Pool[FakeConnection], cycles: int) -> None:
+    for _ in range(cycles):
+        pass
+
+
+async def _measure(cycle: Cycle, cycles: int, rounds: int) -> list[float]:
+    """Microseconds per cycle, one figure per round, after a warm-up round."""
+    async with Pool(FakeDriver(), max_size=1, validate_after_idle=None) as pool:
+        await cycle(pool, cycles // 10)
+        results = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await cycle(pool, cycles)
+            results.append((time.perf_counter() - started) / cycles * 1e6)
+        return results
+
+
+def _run(loop_name: str, cycles: int, rounds: int) -> dict[str, dict[str, float]]:
+    if loop_name == "uvloop":
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    else:
+        runner = asyncio.Runner()
+    report: dict[str, dict[str, float]] = {}
+    with runner:
+        baseline = statistics.median(runner.run(_measure(_empty_loop, cycles, rounds)))
+        for label, cycle in (("async with", _with_context_manager), ("await", _with_await)):
+            figures = runner.run(_measure(cycle, cycles, rounds))
+            report[label] = {
+                "median_us": statistics.median(figures) - baseline,
+                "min_us": min(figures) - baseline,
+                "max_us": max(figures) - baseline,
+            }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cycles", type=int, default=100_000, help="cycles per round")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per figure")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
+    results = {name: _run(name, args.cycles, args.rounds) for name in loops}
+    if args.json:
+        machine = {"python": sys.version.split()[0], "platform": platform.platform()}
+        print(json.dumps({"machine": machine, "results": results}, indent=2))
+        return 0
+    print(f"aiodbpool fast path, fake driver, Python {sys.version.split()[0]}")
+    print(f"{'loop':<8} {'form':<11} {'us/cycle':>9} {'spread':>14}")
+    for loop_name, report in results.items():
+        for label, figures in report.items():
+            spread = f"{figures['min_us']:.2f}..{figures['max_us']:.2f}"
+            print(f"{loop_name:<8} {label:<11} {figures['median_us']:>9.2f} {spread:>14}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

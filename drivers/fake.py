@@ -1,0 +1,757 @@
+"""An in-memory database driver for test suites: slow, failing and broken databases on demand.
+
+A real database cannot be told "refuse the next two connections" or "stop answering pings", yet
+those are exactly the cases a connection pool exists to survive. :class:`FakeDriver` satisfies the
+pool's driver contract (plus the optional ``terminate`` and ``transaction`` abilities) without any
+server, and lets a test script every way a database misbehaves:
+
+* **Latency**: each operation that talks to the server (connect, query, ping, close, and the
+  rollback of a dirty connection) first waits its latency with ``asyncio.sleep``, so the pool's
+  timeouts and cancellation interrupt it exactly as they would interrupt network I/O.
+* **Scripted failures** (``fail_*``): decided when a call starts, raised once its latency has
+  passed.
+* **Stalls** (``stall_*``): the call waits until :meth:`FakeDriver.heal`, like a black-holed
+  server. A stall takes precedence over a scripted failure; a call released by ``heal`` then runs
+  normally.
+* **Broken connections** (:meth:`FakeDriver.break_connection`): the server side went away. Either
+  the client noticed at once (``is_closed`` is true), or it did not and only the next I/O reveals
+  it -- the silent death that validation on acquire exists to catch.
+
+Two properties matter to the pool and are kept on purpose:
+
+* **Zero cost when nothing is scripted.** With a latency of 0 and no stall, a call completes without
+  suspending: it awaits nothing that yields to the event loop. ``reset`` of a clean connection does
+  not await at all, which lets the pool see that the reset finished synchronously and skip arming a
+  timeout -- and lets benchmarks measure the pool rather than the fake.
+* **Cancellation is survivable.** A query cancelled during its latency leaves the connection
+  usable. Its effect on the transaction state is applied only when the server "answers", so a
+  ``COMMIT`` cancelled mid-flight leaves the connection inside its transaction, and the next
+  ``reset`` must roll it back, as with a real server whose reply never arrived.
+
+Stalls wait on an ``asyncio.Event`` created per stalled call inside the running loop, so a driver
+may be created outside any loop and used under any asyncio-compatible loop (the default one or
+uvloop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, overload
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "FakeClock",
+    "FakeConnection",
+    "FakeConnectionError",
+    "FakeDatabaseError",
+    "FakeDriver",
+    "from_url",
+]
+
+Row = tuple[object, ...]
+"""One result row."""
+
+_LATENCY_OPTIONS = (
+    "connect_latency",
+    "query_latency",
+    "ping_latency",
+    "reset_latency",
+    "close_latency",
+)
+
+
+class FakeDatabaseError(Exception):
+    """An error the fake database reported, such as a failed ``reset``."""
+
+
+class FakeConnectionError(FakeDatabaseError):
+    """The fake connection could not be opened, is closed, or lost its server."""
+
+
+for _error in (FakeDatabaseError, FakeConnectionError):
+    _error.__module__ = "aiodbpool.drivers.fake"
+del _error
+
+
+def _check_latency(name: str, value: object) -> float:
+    """Return ``value`` as a latency in seconds, or raise naming the option it was given for."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not 0 <= value < math.inf:  # also rejects NaN, which compares false with everything
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+class _Latency:
+    """A latency option of :class:`FakeDriver`, validated whenever it is set.
+
+    Latencies may be changed in the middle of a test ("the database becomes slow"), so validation
+    belongs to the attribute rather than only to the constructor.
+    """
+
+    __slots__ = ("_attr", "_name")
+
+    def __set_name__(self, owner: type[object], name: str) -> None:
+        self._name = name
+        self._attr = f"_{name}"
+
+    @overload
+    def __get__(self, obj: None, owner: type[object] | None = None) -> _Latency: ...
+    @overload
+    def __get__(self, obj: FakeDriver, owner: type[object] | None = None) -> float: ...
+    def __get__(
+        self, obj: FakeDriver | None, owner: type[object] | None = None
+    ) -> _Latency | float:
+        if obj is None:
+            return self
+        value: float = getattr(obj, self._attr)
+        return value
+
+    def __set__(self, obj: FakeDriver, value: float) -> None:
+        setattr(obj, self._attr, _check_latency(self._name, value))
+
+
+class _FailureScript:
+    """How many of the next calls of one operation fail, and with what error."""
+
+    __slots__ = ("_error", "_remaining")
+
+    def __init__(self) -> None:
+        # Calls still to fail: 0 means none, None means every call until cleared.
+        self._remaining: int | None = 0
+        # The error to raise, or None for the operation's default error.
+        self._error: BaseException | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the next call will fail."""
+        return self._remaining is None or self._remaining > 0
+
+    def set(self, n: int | None, error: BaseException | None) -> None:
+        """Fail the next ``n`` calls (``None``: all of them), replacing any earlier script."""
+        if n is not None and n < 0:
+            raise ValueError(f"n must be >= 0 or None, got {n!r}")
+        self._remaining = n
+        self._error = error
+
+    def clear(self) -> None:
+        """Let every call succeed again."""
+        self._remaining = 0
+        self._error = None
+
+    def take(self, default: Callable[[], BaseException]) -> BaseException | None:
+        """Decide the fate of a call that starts now: the error it must raise, or None."""
+        if self._remaining is None:
+            pass
+        elif self._remaining > 0:
+            self._remaining -= 1
+        else:
+            return None
+        if self._error is None:
+            return default()
+        # The same instance may be raised many times: drop the previous traceback so they do not
+        # pile up.
+        return self._error.with_traceback(None)
+
+
+class _Stall:
+    """Holds calls of one operation until released, like a server that never answers."""
+
+    __slots__ = ("_events", "active")
+
+    def __init__(self) -> None:
+        # Whether new calls stall.
+        self.active = False
+        # One event per call held right now; created inside the running loop, so the stall works
+        # whichever loop the call runs in.
+        self._events: set[asyncio.Event] = set()
+
+    @property
+    def held(self) -> int:
+        """Calls held right now."""
+        return len(self._events)
+
+    async def wait(self) -> None:
+        """Wait until :meth:`release`. Cancelling the caller simply ends the wait."""
+        event = asyncio.Event()
+        self._events.add(event)
+        try:
+            await event.wait()
+        finally:
+            self._events.discard(event)
+
+    def release(self) -> None:
+        """Stop stalling new calls and let every held call proceed."""
+        self.active = False
+        for event in self._events:
+            event.set()
+        self._events.clear()
+
+
+def _refused() -> BaseException:
+    return FakeConnectionError("connection refused")
+
+
+def _ping_failed() -> BaseException:
+    return FakeConnectionError("ping failed")
+
+
+def _reset_failed() -> BaseException:
+    return FakeDatabaseError("reset failed")
+
+
+def _transaction_change(sql: str) -> bool | None:
+    """Whether ``sql`` opens a transaction (True), ends one (False), or does neither (None).
+
+    Recognises ``BEGIN ...``, ``START TRANSACTION``, ``COMMIT``, ``END``, ``ROLLBACK`` and ``ABORT``
+    in any case; ``ROLLBACK TO SAVEPOINT`` keeps the transaction open.
+    """
+    words = sql.replace(";", " ").upper().split()
+    if not words:
+        return None
+    first = words[0]
+    if first == "BEGIN" or words[:2] == ["START", "TRANSACTION"]:
+        return True
+    if first in ("COMMIT", "END") or (first in ("ROLLBACK", "ABORT") and "TO" not in words):
+        return False
+    return None
+
+
+class FakeConnection:
+    """A connection of a :class:`FakeDriver`; made by :meth:`FakeDriver.connect`, not by hand.
+
+    Queries return scripted rows (see :meth:`FakeDriver.script`) and are recorded in ``executed``
+    and in the driver's ``queries``. A statement is recorded when it is sent, so one that failed or
+    was cancelled is recorded too.
+    """
+
+    __slots__ = (
+        "_broken",
+        "_closed",
+        "_detected",
+        "_driver",
+        "_id",
+        "_in_transaction",
+        "_pings",
+        "_resets",
+        "executed",
+    )
+
+    def __init__(self, driver: FakeDriver, conn_id: int) -> None:
+        # The driver that opened this connection; it alone changes the fields below.
+        self._driver = driver
+        # 1, 2, 3... in the order the driver opened its connections.
+        self._id = conn_id
+        # Closed by the client (close or terminate).
+        self._closed = False
+        # The server side went away (break_connection).
+        self._broken = False
+        # The client knows it is broken: set at once by a detected break, or by the first I/O.
+        self._detected = False
+        # Between BEGIN and COMMIT/ROLLBACK, as answered by the server.
+        self._in_transaction = False
+        # Resets that rolled back a transaction.
+        self._resets = 0
+        # Ping calls, whatever their outcome.
+        self._pings = 0
+        self.executed: list[tuple[str, Row]] = []
+        """``(sql, args)`` of every statement sent on this connection, in order."""
+
+    @property
+    def id(self) -> int:
+        """The connection's number, 1, 2, 3... in the order its driver opened them."""
+        return self._id
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client closed the connection (``close`` or ``terminate``)."""
+        return self._closed
+
+    @property
+    def broken(self) -> bool:
+        """Whether the server side went away (see :meth:`FakeDriver.break_connection`)."""
+        return self._broken
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open: after ``BEGIN``, until ``COMMIT`` or ``ROLLBACK``."""
+        return self._in_transaction
+
+    @property
+    def resets(self) -> int:
+        """How many ``reset`` calls rolled back a transaction (resets of a clean one do nothing)."""
+        return self._resets
+
+    @property
+    def pings(self) -> int:
+        """How many times ``ping`` was called on this connection, whatever the outcome."""
+        return self._pings
+
+    async def execute(self, sql: str, *args: object) -> str:
+        """Run a statement; return ``"OK"`` (or raise the exception scripted for ``sql``)."""
+        await self._driver._query(self, sql, args)
+        return "OK"
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        """Run a query and return the rows scripted for ``sql`` (``[]`` when none are)."""
+        return await self._driver._query(self, sql, args)
+
+    async def fetchval(self, sql: str, *args: object) -> object | None:
+        """Run a query and return the first column of its first row, or None if there is none."""
+        rows = await self._driver._query(self, sql, args)
+        if rows and rows[0]:
+            return rows[0][0]
+        return None
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "closed"
+        elif self._broken:
+            state = "broken" if self._detected else "broken (undetected)"
+        else:
+            state = "open"
+        if self._in_transaction:
+            state += " in_transaction"
+        return f"<FakeConnection {self._id} {state}>"
+
+
+class _Transaction(AbstractAsyncContextManager[FakeConnection]):
+    """``BEGIN`` on entry; ``COMMIT`` on a clean exit, ``ROLLBACK`` when the block raised.
+
+    When the block is cancelled (or interrupted by another ``BaseException``) nothing is sent: an
+    await during cancellation could hang or swallow it, and the pool's ``reset`` rolls the still
+    open transaction back when the connection is released.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: FakeConnection) -> None:
+        self._conn = conn
+
+    async def __aenter__(self) -> FakeConnection:
+        await self._conn.execute("BEGIN")
+        return self._conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self._conn.execute("COMMIT")
+        elif isinstance(exc, Exception):
+            await self._conn.execute("ROLLBACK")
+
+
+class FakeDriver:
+    """A scriptable in-memory driver for the pool: inject it to simulate any database behaviour.
+
+    All latencies are in seconds and may be changed at any time. ``rng`` chooses the victim of
+    :meth:`break_random_connection`; pass a seeded ``random.Random`` for reproducible tests.
+    """
+
+    connect_latency = _Latency()
+    """Seconds each ``connect`` takes."""
+    query_latency = _Latency()
+    """Seconds each query (``execute``, ``fetch``, ``fetchval``) takes."""
+    ping_latency = _Latency()
+    """Seconds each ``ping`` takes."""
+    reset_latency = _Latency()
+    """Seconds a ``reset`` takes to roll back a dirty connection (a clean one costs nothing)."""
+    close_latency = _Latency()
+    """Seconds each ``close`` takes (``terminate`` is instant)."""
+
+    def __init__(
+        self,
+        *,
+        connect_latency: float = 0.0,
+        query_latency: float = 0.0,
+        ping_latency: float = 0.0,
+        reset_latency: float = 0.0,
+        close_latency: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.connect_latency = connect_latency
+        self.query_latency = query_latency
+        self.ping_latency = ping_latency
+        self.reset_latency = reset_latency
+        self.close_latency = close_latency
+        self._rng = random.Random() if rng is None else rng
+
+        # Connections the client has not closed, by id in opening order. Broken ones stay here
+        # until closed: the pool still holds them and must close them.
+        self._live: dict[int, FakeConnection] = {}
+        # The id of the last connection opened.
+        self._last_id = 0
+        # Counters, changed only by connect() and _mark_closed().
+        self._connect_attempts = 0
+        self._opened = 0
+        self._closed = 0
+        self._peak_live = 0
+        # What the next calls of each operation do.
+        self._connect_failures = _FailureScript()
+        self._ping_failures = _FailureScript()
+        self._reset_failures = _FailureScript()
+        self._connect_stall = _Stall()
+        self._ping_stall = _Stall()
+        self._reset_stall = _Stall()
+        # Results of queries by exact SQL text: rows, or an exception to raise.
+        self._scripts: dict[str, list[Row] | Exception] = {}
+
+        self.queries: list[tuple[int, str, Row]] = []
+        """``(connection id, sql, args)`` of every statement sent on any connection, in order."""
+
+    # -- the driver contract ------------------------------------------------------------------
+
+    async def connect(self) -> FakeConnection:
+        """Open a connection, after ``connect_latency``, unless scripted to fail or stall."""
+        self._connect_attempts += 1
+        if self._connect_stall.active:
+            await self._connect_stall.wait()
+        failure = self._connect_failures.take(_refused)
+        if self.connect_latency > 0:
+            await asyncio.sleep(self.connect_latency)
+        if failure is not None:
+            raise failure
+        self._last_id += 1
+        conn = FakeConnection(self, self._last_id)
+        self._live[conn.id] = conn
+        self._opened += 1
+        self._peak_live = max(self._peak_live, len(self._live))
+        return conn
+
+    async def close(self, conn: FakeConnection) -> None:
+        """Close ``conn`` after ``close_latency``; closing a closed connection does nothing.
+
+        If the call is cancelled during its latency the connection stays open, as a polite close
+        that timed out would; ``terminate`` then closes it at once.
+        """
+        self._check_owner(conn)
+        if conn._closed:
+            return
+        if self.close_latency > 0:
+            await asyncio.sleep(self.close_latency)
+        self._mark_closed(conn)
+
+    async def ping(self, conn: FakeConnection) -> None:
+        """Check ``conn`` with a round trip of ``ping_latency``.
+
+        Raises :class:`FakeConnectionError` if the connection is closed or broken, or if a failure
+        was scripted with :meth:`fail_pings`.
+        """
+        self._check_owner(conn)
+        conn._pings += 1
+        if conn._closed:
+            raise _closed_error(conn)
+        if self._ping_stall.active:
+            await self._ping_stall.wait()
+        failure = self._ping_failures.take(_ping_failed)
+        if self.ping_latency > 0:
+            await asyncio.sleep(self.ping_latency)
+        self._check_alive(conn)
+        if failure is not None:
+            raise failure
+
+    async def reset(self, conn: FakeConnection) -> None:
+        """Make ``conn`` clean: roll back its open transaction, if any.
+
+        A clean connection costs nothing: unless a stall is scripted, the call returns without
+        awaiting anything. A dirty one waits ``reset_latency`` and records ``ROLLBACK``. Raises
+        :class:`FakeConnectionError` if the connection is closed or broken, and
+        :class:`FakeDatabaseError` if a failure was scripted with :meth:`fail_resets`.
+        """
+        if (
+            not conn._in_transaction
+            and conn._driver is self
+            and not conn._closed
+            and not conn._broken
+            and not self._reset_stall.active
+            and not self._reset_failures.active
+        ):
+            return  # the pool's fast path: clean, healthy, nothing scripted
+        self._check_owner(conn)
+        if conn._closed:
+            raise _closed_error(conn)
+        if self._reset_stall.active:
+            await self._reset_stall.wait()
+        failure = self._reset_failures.take(_reset_failed)
+        dirty = conn._in_transaction
+        if dirty and self.reset_latency > 0:
+            await asyncio.sleep(self.reset_latency)
+        self._check_alive(conn)
+        if failure is not None:
+            raise failure
+        if dirty:
+            self._record(conn, "ROLLBACK", ())
+            conn._in_transaction = False
+            conn._resets += 1
+
+    def is_closed(self, conn: FakeConnection) -> bool:
+        """Whether ``conn`` is closed, or broken in a way the client has noticed."""
+        return conn._closed or conn._detected
+
+    # -- optional abilities -------------------------------------------------------------------
+
+    def terminate(self, conn: FakeConnection) -> None:
+        """Close ``conn`` at once, without latency; closing a closed connection does nothing."""
+        self._check_owner(conn)
+        self._mark_closed(conn)
+
+    def transaction(self, conn: FakeConnection) -> AbstractAsyncContextManager[FakeConnection]:
+        """Run a block inside a transaction: ``BEGIN``, then ``COMMIT`` or ``ROLLBACK``.
+
+        The block's exception is re-raised after the rollback. A cancelled block sends nothing and
+        leaves the connection inside its transaction, for ``reset`` to roll back.
+        """
+        self._check_owner(conn)
+        return _Transaction(conn)
+
+    # -- scripting ------------------------------------------------------------------------------
+
+    def fail_next_connects(self, n: int = 1, error: BaseException | None = None) -> None:
+        """Make the next ``n`` connects raise ``error`` (default: "connection refused")."""
+        self._connect_failures.set(n, error)
+
+    def fail_connects(self, error: BaseException | None = None) -> None:
+        """Make every connect raise ``error`` (default: "connection refused") until :meth:`heal`."""
+        self._connect_failures.set(None, error)
+
+    def stall_connects(self) -> None:
+        """Make connects never return until :meth:`heal`, like a black-holed server."""
+        self._connect_stall.active = True
+
+    def fail_pings(self, n: int | None = None) -> None:
+        """Make the next ``n`` pings raise :class:`FakeConnectionError` (None: all until heal)."""
+        self._ping_failures.set(n, None)
+
+    def stall_pings(self) -> None:
+        """Make pings never return until :meth:`heal`."""
+        self._ping_stall.active = True
+
+    def fail_resets(self, n: int | None = None) -> None:
+        """Make the next ``n`` resets raise :class:`FakeDatabaseError` (None: all until heal).
+
+        This applies to every reset, clean connection or not.
+        """
+        self._reset_failures.set(n, None)
+
+    def stall_resets(self) -> None:
+        """Make resets never return until :meth:`heal`, clean connection or not."""
+        self._reset_stall.active = True
+
+    def heal(self) -> None:
+        """Undo every ``fail_*`` and ``stall_*``; stalled calls then proceed normally.
+
+        Broken connections stay broken (their server is gone), and query scripts stay in place.
+        """
+        for failures in (self._connect_failures, self._ping_failures, self._reset_failures):
+            failures.clear()
+        for stall in (self._connect_stall, self._ping_stall, self._reset_stall):
+            stall.release()
+
+    def break_connection(self, conn: FakeConnection, *, detected: bool = True) -> None:
+        """Make the server side of ``conn`` go away: its queries and pings raise from now on.
+
+        With ``detected``, the client notices at once and ``is_closed(conn)`` is true. Without it
+        the death is silent: ``is_closed`` stays false until an I/O (query, ping, reset) fails --
+        the case that validating idle connections must catch.
+        """
+        self._check_owner(conn)
+        conn._broken = True
+        conn._detected = conn._detected or detected
+
+    def break_random_connection(self, *, detected: bool = True) -> FakeConnection | None:
+        """Break one live, not yet broken connection chosen by ``rng``; return it (None if none)."""
+        candidates = [conn for conn in self._live.values() if not conn._broken]
+        if not candidates:
+            return None
+        conn = self._rng.choice(candidates)
+        self.break_connection(conn, detected=detected)
+        return conn
+
+    def script(self, sql: str, rows: list[Row] | Exception) -> None:
+        """Make queries whose SQL equals ``sql`` return ``rows``, or raise the exception given.
+
+        Replaces any earlier script for the same SQL. Unscripted queries return no rows.
+        """
+        self._scripts[sql] = list(rows) if isinstance(rows, list) else rows
+
+    # -- introspection --------------------------------------------------------------------------
+
+    @property
+    def opened(self) -> int:
+        """Connections opened successfully so far."""
+        return self._opened
+
+    @property
+    def closed(self) -> int:
+        """Connections closed (by ``close`` or ``terminate``), each counted once."""
+        return self._closed
+
+    @property
+    def connect_attempts(self) -> int:
+        """Calls to ``connect``, successful or not (including stalled ones)."""
+        return self._connect_attempts
+
+    @property
+    def live(self) -> int:
+        """Connections open now (broken ones included until they are closed)."""
+        return len(self._live)
+
+    @property
+    def peak_live(self) -> int:
+        """The highest number of connections that were open at the same time."""
+        return self._peak_live
+
+    @property
+    def connections(self) -> list[FakeConnection]:
+        """The live connections, in opening order (a copy)."""
+        return list(self._live.values())
+
+    @property
+    def stalled(self) -> int:
+        """Calls held by a stall right now; lets a test wait until a call is stuck."""
+        return self._connect_stall.held + self._ping_stall.held + self._reset_stall.held
+
+    def __repr__(self) -> str:
+        text = f"<FakeDriver live={self.live} opened={self._opened} closed={self._closed}"
+        failing = [
+            name
+            for name, failures in (
+                ("connect", self._connect_failures),
+                ("ping", self._ping_failures),
+                ("reset", self._reset_failures),
+            )
+            if failures.active
+        ]
+        stalled = [
+            name
+            for name, stall in (
+                ("connect", self._connect_stall),
+                ("ping", self._ping_stall),
+                ("reset", self._reset_stall),
+            )
+            if stall.active
+        ]
+        if failing:
+            text += f" failing={','.join(failing)}"
+        if stalled:
+            text += f" stalling={','.join(stalled)}"
+        return text + ">"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _query(self, conn: FakeConnection, sql: str, args: Row) -> list[Row]:
+        """Send one statement on ``conn`` and return its rows; the work behind every query."""
+        if conn._closed:
+            raise _closed_error(conn)
+        self._record(conn, sql, args)
+        if self.query_latency > 0:
+            # Cancelled here, the statement has no effect: the connection stays usable and keeps
+            # its transaction state.
+            await asyncio.sleep(self.query_latency)
+        self._check_alive(conn)
+        result = self._scripts.get(sql)
+        if isinstance(result, Exception):
+            raise result.with_traceback(None)
+        change = _transaction_change(sql)
+        if change is not None:
+            conn._in_transaction = change
+        return [] if result is None else list(result)
+
+    def _record(self, conn: FakeConnection, sql: str, args: Row) -> None:
+        conn.executed.append((sql, args))
+        self.queries.append((conn.id, sql, args))
+
+    def _check_owner(self, conn: FakeConnection) -> None:
+        """Refuse a connection of another driver, whose id would mix up this driver's counts."""
+        if conn._driver is not self:
+            raise ValueError(f"{conn!r} belongs to another FakeDriver")
+
+    def _check_alive(self, conn: FakeConnection) -> None:
+        """Raise if ``conn`` cannot do I/O; a failed I/O is how a silent break gets noticed."""
+        if conn._closed:
+            raise _closed_error(conn)
+        if conn._broken:
+            conn._detected = True
+            raise FakeConnectionError(f"connection {conn.id} lost: the server went away")
+
+    def _mark_closed(self, conn: FakeConnection) -> None:
+        """Close ``conn`` for good; the one place ``live`` and ``closed`` change on closing."""
+        if conn._closed:
+            return
+        conn._closed = True
+        del self._live[conn.id]
+        self._closed += 1
+
+
+def _closed_error(conn: FakeConnection) -> FakeConnectionError:
+    return FakeConnectionError(f"connection {conn.id} is closed")
+
+
+class FakeClock:
+    """A clock that moves only when told to, for the pool's ``clock=`` option.
+
+    Ages, idle times and lifetimes then advance by exactly what the test says, without sleeping.
+    It never touches asyncio: it changes what the pool *reads* as the time, not when the event loop
+    wakes sleeping tasks.
+    """
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        if math.isnan(start):
+            raise ValueError("start must be a number, got nan")
+        self._now = float(start)
+
+    def __call__(self) -> float:
+        """The current time in seconds, as the pool reads it."""
+        return self._now
+
+    @property
+    def now(self) -> float:
+        """The current time in seconds."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the time forward by ``seconds``; a monotonic clock never goes back."""
+        if not seconds >= 0:  # also rejects NaN
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        self._now += seconds
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r})"
+
+
+def from_url(url: str, **options: Any) -> FakeDriver:
+    """Make a :class:`FakeDriver` from a ``fake://`` URL, the entry point of ``create_pool``.
+
+    Query parameters set latencies in seconds, e.g. ``fake://?connect_latency=0.01``; keyword
+    ``options`` (any :class:`FakeDriver` argument) override them. The host and path are ignored.
+    Raises ValueError for another scheme, and for an unknown, repeated, non-numeric or negative
+    parameter, naming it.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "fake":
+        raise ValueError(f"not a fake:// URL: {url!r}")
+    params: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _LATENCY_OPTIONS:
+            known = ", ".join(_LATENCY_OPTIONS)
+            raise ValueError(f"unknown fake:// URL parameter {name!r}; known: {known}")
+        if name in params:
+            raise ValueError(f"fake:// URL parameter {name!r} is given more than once")
+        try:
+            params[name] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"fake:// URL parameter {name!r} must be a number of seconds, got {value!r}"
+            ) from None
+    params.update(options)
+    return FakeDriver(**params)
