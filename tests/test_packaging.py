@@ -1,0 +1,93 @@
+"""The distribution installs one import package, ``aiodbpool``, and nothing at the top level.
+
+Users' applications often have folders named ``drivers`` or ``integrations``; installing modules
+with those names would shadow them. The wheel is built from the repository as a user's ``pip
+install .`` would build it, and its file list is checked.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import aiodbpool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["--wheel-dir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("aiodbpool-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_wheel_holds_only_the_aiodbpool_package(wheel: zipfile.ZipFile) -> None:
+    top_levels = {name.split("/")[0] for name in wheel.namelist()}
+    assert {level for level in top_levels if not level.endswith(".dist-info")} == {"aiodbpool"}
+
+
+def test_wheel_maps_repository_folders_onto_subpackages(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    assert "aiodbpool/_pool.py" in names
+    assert "aiodbpool/py.typed" in names
+    assert "aiodbpool/drivers/fake.py" in names
+    assert "aiodbpool/integrations/__init__.py" in names
+
+
+def test_wheel_registers_the_fake_driver_scheme(wheel: zipfile.ZipFile) -> None:
+    (entry_points,) = [name for name in wheel.namelist() if name.endswith("entry_points.txt")]
+    text = wheel.read(entry_points).decode()
+    assert "[aiodbpool.drivers]" in text
+    assert "fake = aiodbpool.drivers.fake:from_url" in text
+
+
+def test_core_has_no_runtime_dependencies(wheel: zipfile.ZipFile) -> None:
+    (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+    requirements = [
+        line
+        for line in wheel.read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    assert requirements == []
+
+
+def test_installed_environment_has_no_top_level_drivers_module(tmp_path: Path) -> None:
+    probe = (
+        "import importlib.util, aiodbpool.drivers.fake, aiodbpool.integrations\n"
+        "print(importlib.util.find_spec('drivers'), importlib.util.find_spec('integrations'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "None None"
+
+
+def test_public_names_are_the_documented_contract() -> None:
+    assert set(aiodbpool.__all__) == {
+        "Driver",
+        "Pool",
+        "PoolClosed",
+        "PoolConnectError",
+        "PoolError",
+        "PoolExhausted",
+        "PoolStats",
+        "PoolTimeout",
+        "SupportsTerminate",
+        "SupportsTransaction",
+        "create_pool",
+    }
+    for name in aiodbpool.__all__:
+        assert getattr(aiodbpool, name).__module__.startswith("aiodbpool")
+    assert aiodbpool.PoolTimeout.__module__ == "aiodbpool"
+    assert issubclass(aiodbpool.PoolTimeout, TimeoutError)
