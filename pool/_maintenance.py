@@ -13,12 +13,15 @@ does not hammer a database that is restarting.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import weakref
 from typing import Protocol
 
 __all__ = ["Backoff", "run_maintenance"]
+
+logger = logging.getLogger("aiodbpool")
 
 
 class _Maintainable(Protocol):
@@ -60,14 +63,24 @@ class Backoff:
         self.not_before = -math.inf
 
 
-async def run_maintenance(pool_ref: weakref.ref[_Maintainable], wakeup: asyncio.Event) -> None:
-    """Run the pool's maintenance until the pool closes or is garbage-collected."""
+async def run_maintenance(
+    pool_ref: weakref.ref[_Maintainable], wakeup: asyncio.Event, retry_delay: float
+) -> None:
+    """Run the pool's maintenance until the pool closes or is garbage-collected.
+
+    ``retry_delay`` is the pause after a round that failed unexpectedly.
+    """
     while True:
         pool = pool_ref()
         if pool is None:
             return
         wakeup.clear()  # cleared before the round, so a request made during it is not lost
-        delay = pool._maintain()
+        try:
+            delay = pool._maintain()
+        except Exception:
+            # A bug here must not silently end maintenance for the pool's whole life.
+            logger.exception("aiodbpool: a maintenance round failed; retrying next round")
+            delay = retry_delay
         del pool  # sleep without keeping the pool alive
         if delay is None:
             return

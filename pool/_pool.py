@@ -225,9 +225,9 @@ class Pool(Generic[C]):
             "close_timeout", close_timeout, allow_none=True
         )
         self._leak_timeout = _options.check_seconds("leak_timeout", leak_timeout, allow_none=True)
-        self._maintenance_interval = _options.check_seconds(
-            "maintenance_interval", maintenance_interval
-        )
+        interval = _options.check_seconds("maintenance_interval", maintenance_interval)
+        assert interval is not None
+        self._maintenance_interval: float = interval
         backoff_first = _options.check_seconds("backoff_initial", backoff_initial)
         backoff_cap = _options.check_seconds("backoff_max", backoff_max)
         assert backoff_first is not None
@@ -301,7 +301,7 @@ class Pool(Generic[C]):
             await self._fill_at_open(self._settings.min_size)
         # Started after the first connections exist, so it does not open them a second time.
         self._maintenance_task = self._loop.create_task(
-            run_maintenance(weakref.ref(self), self._wakeup),
+            run_maintenance(weakref.ref(self), self._wakeup, self._maintenance_interval),
             name=f"aiodbpool[{self._name}] maintenance",
         )
         logger.debug("pool %r opened", self._name)
@@ -654,6 +654,9 @@ class Pool(Generic[C]):
                 task.add_done_callback(self._adopt_orphan)
             elif not task.cancelled() and task.exception() is None:
                 self._give_back(task.result())  # finished just as the caller gave up
+            elif task.cancelled() and not _being_cancelled():
+                # Not this caller's cancellation: close() gave up on the connect.
+                self._check_open()
             raise
 
     def _hand_out(self, record: _Record[C], now: float) -> C:
@@ -901,7 +904,6 @@ class Pool(Generic[C]):
             self._report_leaks(now)
         self._refill(now)
         delay = self._maintenance_interval
-        assert delay is not None
         if self._backoff.failures and self._size() < self._settings.min_size:
             delay = min(delay, max(self._backoff.not_before - now, 0.0))
         return delay
@@ -1029,6 +1031,13 @@ class _Acquire(Generic[C]):
         tb: TracebackType | None,
     ) -> Coroutine[Any, Any, None]:
         return self._pool.release(self._conn)
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to cancel (as opposed to seeing a cancelled
+    future it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _describe(error: BaseException) -> str:
