@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 import math
 import random
@@ -82,7 +83,8 @@ class _Record(Generic[C]):
     released_at: float  # when it last became available (or was opened)
     acquired_at: float = 0.0
     uses: int = 0
-    releasing: bool = False  # release() is running for it: a second release is an error
+    released: bool = False  # given back and not handed out since (being reset, or handed to a
+    # waiter that has not resumed yet): releasing or detaching it again is an error
     acquired_stack: traceback.StackSummary | None = None  # where it was acquired (leak_timeout)
     leak_reported: bool = False
 
@@ -261,6 +263,7 @@ class Pool(Generic[C]):
         self._wakeup: asyncio.Event | None = None  # pokes the maintenance job
         self._drained: asyncio.Event | None = None  # set when a closing pool holds nothing
         self._closed_event: asyncio.Event | None = None  # set when close() has finished
+        self._close_requested = False  # close() was called: a failing open() must not undo it
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ public API: life cycle
@@ -311,11 +314,15 @@ class Pool(Generic[C]):
         self._opening += count
         connects = [self._spawn(self._connect(), "connect") for _ in range(count)]
         try:
-            # Cancellation here cancels the connects (gather does), and _connect frees their slots.
-            results = await asyncio.gather(*connects, return_exceptions=True)
+            # Shielded: gather would cancel the connects even before they start, and a connect
+            # that never ran never frees its slot. If open() is cancelled, _cancel stops them
+            # instead, and _connect frees their slots.
+            results = await asyncio.gather(*map(asyncio.shield, connects), return_exceptions=True)
         except BaseException:
-            await self._shut_down(self._close_timeout)
-            self._state = _State.NEW
+            for task in connects:
+                _cancel(task)
+                task.add_done_callback(self._adopt_orphan)  # in case it opened all the same
+            await self._undo_open()
             raise
         now = self._clock()
         for result in results:
@@ -323,9 +330,21 @@ class Pool(Generic[C]):
                 self._return_to_pool(result, now)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
-            await self._shut_down(self._close_timeout)
-            self._state = _State.NEW
+            await self._undo_open()
             raise failures[0]
+
+    async def _undo_open(self) -> None:
+        """Close what a failed or cancelled open() opened, and leave the pool unopened -- or
+        closed, if close() was called meanwhile (and wake a close() waiting for that)."""
+        assert self._closed_event is not None
+        try:
+            await self._shut_down(self._close_timeout)
+        finally:
+            if self._close_requested:
+                self._state = _State.CLOSED
+                self._closed_event.set()
+            else:
+                self._state = _State.NEW
 
     async def close(self, timeout: float = 10.0) -> None:
         """Close the pool; safe to call more than once, and on a pool never opened.
@@ -339,6 +358,7 @@ class Pool(Generic[C]):
         if self._state is _State.NEW:
             self._state = _State.CLOSED
             return
+        self._close_requested = True
         if self._state is not _State.OPEN:
             if self._closed_event is not None:
                 await self._closed_event.wait()  # another task is closing the pool
@@ -366,10 +386,14 @@ class Pool(Generic[C]):
         if new_min > new_max:
             raise ValueError(f"min_size ({new_min}) must not exceed max_size ({new_max})")
         settings.min_size, settings.max_size = new_min, new_max
-        while self._idle and self._size() > new_max:
+        # Connections already closing count in size() but are on their way out: not excess.
+        while self._idle and self._size() - self._closing > new_max:
             self._discard(self._idle.popleft(), "evicted_lifetime")
-        # The rest of the excess is in use: mark that many to retire when they come back.
-        excess = self._size() - self._closing - new_max
+        # The rest of the excess is in use: mark that many to retire when they come back (those
+        # an earlier resize() or expire() marked already count; connects under way are checked
+        # by _connect when they finish).
+        marked = sum(record.retire_at == -math.inf for record in self._in_use.values())
+        excess = len(self._idle) + len(self._in_use) - marked - new_max
         for record in self._in_use.values():
             if excess <= 0:
                 break
@@ -398,7 +422,7 @@ class Pool(Generic[C]):
         (a LISTEN loop, a replication stream) that should not count against the pool.
         """
         record = self._in_use.get(id(conn))
-        if record is None or record.conn is not conn or record.releasing:
+        if record is None or record.conn is not conn or record.released:
             raise self._foreign_connection_error(conn, "detach")
         del self._in_use[id(conn)]
         self._after_removal()
@@ -427,11 +451,11 @@ class Pool(Generic[C]):
         """
         key = id(conn)
         record = self._in_use.get(key)
-        if record is None or record.conn is not conn or record.releasing:
+        if record is None or record.conn is not conn or record.released:
             if self._abandoned.pop(key, None) is not None:
                 return  # close() already terminated it
             raise self._foreign_connection_error(conn, "release")
-        record.releasing = True
+        record.released = True  # until it is handed out again
         try:
             unfinished = begin(self._driver.reset(conn))
             if unfinished is not None:
@@ -445,7 +469,6 @@ class Pool(Generic[C]):
             if not isinstance(error, Exception):
                 raise
             return
-        record.releasing = False
         if self._in_use.get(key) is not record:
             self._abandoned.pop(key, None)  # close() terminated it while the reset ran
             return
@@ -453,11 +476,7 @@ class Pool(Generic[C]):
 
     def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
         """A reset raised, timed out or was cancelled: the connection must not be reused."""
-        key = id(record.conn)
-        if self._in_use.get(key) is record:
-            self._drop(record, "discarded", hard=True)
-        else:
-            self._abandoned.pop(key, None)  # close() terminated it meanwhile
+        self._drop(record, "discarded", hard=True)
         if isinstance(error, Exception):
             logger.warning(
                 "pool %r: reset failed, connection discarded: %s", self._name, _describe(error)
@@ -663,6 +682,7 @@ class Pool(Generic[C]):
         """Book a record, already in ``_in_use``, as handed to a caller."""
         record.uses += 1
         record.acquired_at = now
+        record.released = False
         self._counters.acquired += 1
         if self._leak_timeout is not None:
             record.acquired_stack = traceback.StackSummary.from_list(traceback.extract_stack()[:-3])
@@ -728,11 +748,11 @@ class Pool(Generic[C]):
         self._drop(record, reason)
 
     def _foreign_connection_error(self, conn: object, action: str) -> ValueError:
-        if any(record.conn is conn for record in self._idle):
-            return ValueError(f"cannot {action} a connection already released to {self!r}")
         record = self._in_use.get(id(conn))
-        if record is not None and record.conn is conn and record.releasing:
-            return ValueError(f"cannot {action} a connection that is being released to {self!r}")
+        if any(idle.conn is conn for idle in self._idle) or (
+            record is not None and record.conn is conn and record.released
+        ):
+            return ValueError(f"cannot {action} a connection already released to {self!r}")
         return ValueError(
             f"cannot {action} {type(conn).__name__} object: it was not acquired from {self!r} "
             "(or it was detached, or already released)"
@@ -756,7 +776,7 @@ class Pool(Generic[C]):
             self._after_removal()
             if not isinstance(error, Exception):
                 raise
-            if isinstance(error, TimeoutError):
+            if isinstance(error, TimeoutError) and self._connect_timeout is not None:
                 reason = f"connect timed out after {self._connect_timeout:g}s"
             else:
                 reason = _describe(error)
@@ -776,8 +796,16 @@ class Pool(Generic[C]):
         return record
 
     def _drop(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
-        """Unbook a record held in ``_in_use`` and close its connection."""
-        del self._in_use[id(record.conn)]
+        """Unbook a record held in ``_in_use`` and close its connection.
+
+        If ``close()`` gave up waiting and already terminated it (while it was being validated,
+        reset or handed to a waiter), there is nothing left to do but forget it.
+        """
+        key = id(record.conn)
+        if self._in_use.get(key) is not record:
+            self._abandoned.pop(key, None)
+            return
+        del self._in_use[key]
         self._discard(record, reason, hard=hard)
         self._after_removal()
 
@@ -850,7 +878,7 @@ class Pool(Generic[C]):
             # connection), then connections still held by callers are terminated. A caller that
             # releases one later is told nothing: it was already closed.
             for task in self._tasks:
-                task.cancel()
+                _cancel(task)
             for key, record in list(self._in_use.items()):
                 del self._in_use[key]
                 self._abandoned[key] = record
@@ -904,8 +932,11 @@ class Pool(Generic[C]):
             self._report_leaks(now)
         self._refill(now)
         delay = self._maintenance_interval
-        if self._backoff.failures and self._size() < self._settings.min_size:
-            delay = min(delay, max(self._backoff.not_before - now, 0.0))
+        backoff = self._backoff
+        if backoff.failures and now < backoff.not_before and self._size() < self._settings.min_size:
+            # Wake up for the next attempt. (Once it is due, _refill has just started it, or one
+            # is under way: its failure wakes the job, so there is no reason to come back early.)
+            delay = min(delay, backoff.not_before - now)
         return delay
 
     def _evict_idle(self, now: float) -> None:
@@ -917,11 +948,12 @@ class Pool(Generic[C]):
             else:
                 keep.append(record)
         self._idle = keep
-        # The least recently used are at the left; never go below min_size for idleness.
+        # The least recently used are at the left; never go below min_size for idleness
+        # (connections already closing do not count: they are on their way out).
         while (
             self._idle
             and now - self._idle[0].released_at >= self._max_idle
-            and self._size() > self._settings.min_size
+            and self._size() - self._closing > self._settings.min_size
         ):
             self._discard(self._idle.popleft(), "evicted_idle")
 
@@ -1031,6 +1063,20 @@ class _Acquire(Generic[C]):
         tb: TracebackType | None,
     ) -> Coroutine[Any, Any, None]:
         return self._pool.release(self._conn)
+
+
+def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel one of the pool's background tasks so that its own clean-up runs.
+
+    A task cancelled before its first step never runs its coroutine at all, not even a
+    ``finally``: a connect would keep its slot, a close would leave its connection open. Such a
+    task is cancelled one loop iteration later instead, once it has started.
+    """
+    coro = task.get_coro()
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        task.get_loop().call_soon(task.cancel)
+    else:
+        task.cancel()
 
 
 def _being_cancelled() -> bool:

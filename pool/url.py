@@ -81,5 +81,16 @@ def _driver_factory(scheme: str) -> Callable[..., Driver[Any]]:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and error messages."""
-    return re.sub(r"^([^:/?#]+://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    """``url`` with any password replaced by ``***``, for logs and error messages.
+
+    Malformed URLs are the ones quoted in error messages, so this does not rely on the scheme: the
+    user-info is the text between the last ``/`` and the first ``@`` (when no ``?`` or ``#``
+    comes before it), and the password is what follows its first ``:``.
+    """
+    at = url.find("@")
+    if at < 0 or "?" in url[:at] or "#" in url[:at]:
+        return url
+    colon = url.find(":", url.rfind("/", 0, at) + 1, at)
+    if colon < 0:
+        return url
+    return f"{url[: colon + 1]}***{url[at:]}"

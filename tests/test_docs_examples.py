@@ -1,0 +1,39 @@
+"""Every Python example in the README and docs/ runs, so no example rots.
+
+A ```python block is executed as a module. If it defines ``async def test_...`` functions (the
+fake-driver guide's examples are tests for the reader's own suite), each one is run too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _examples() -> list[pytest.ParameterSet]:
+    examples = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        for match in _BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            name = f"{document.relative_to(ROOT)}:{line}"
+            examples.append(pytest.param(match.group(1), id=name))
+    return examples
+
+
+@pytest.mark.parametrize("source", _examples())
+def test_example_runs(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    namespace: dict[str, object] = {"__name__": "docs_example"}
+    exec(compile(source, "<example>", "exec"), namespace)
+    for name, value in namespace.items():
+        if name.startswith("test_") and inspect.iscoroutinefunction(value):
+            asyncio.run(value())

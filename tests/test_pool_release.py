@@ -1,0 +1,254 @@
+"""Releasing: every returned connection is reset, a reset that fails or hangs discards it, and a
+connection the pool does not lend out right now cannot be released or detached."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from helpers import acquire, check_books, wait_for_waiters, wait_until
+
+from aiodbpool import Pool
+from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
+
+# ------------------------------------------------------------------ reset
+
+
+async def test_release_rolls_back_a_dirty_connection_before_reuse() -> None:
+    driver = FakeDriver()
+    async with Pool(driver, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute("INSERT INTO t VALUES (1)")
+
+        await pool.release(conn)
+
+        assert conn.executed[-1] == ("ROLLBACK", ())
+        assert not conn.in_transaction
+        async with pool.acquire() as again:
+            assert again is conn
+
+
+async def test_dirty_reset_that_waits_on_the_server_still_reuses_the_connection() -> None:
+    driver = FakeDriver(reset_latency=0.01)
+    async with Pool(driver, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+
+        await pool.release(conn)
+
+        assert conn.resets == 1
+        assert (pool.stats().idle, pool.stats().discarded) == (1, 0)
+
+
+async def test_holder_cancelled_mid_query_still_has_its_connection_reset() -> None:
+    driver = FakeDriver()
+    async with Pool(driver, max_size=1, clock=FakeClock()) as pool:
+
+        async def slow_transaction() -> None:
+            async with pool.acquire() as conn:
+                await conn.execute("BEGIN")
+                driver.query_latency = 60
+                await conn.execute("SELECT pg_sleep(60)")
+
+        task = asyncio.create_task(slow_transaction())
+        await wait_until(lambda: len(driver.queries) == 2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert [sql for _, sql, _ in driver.queries] == ["BEGIN", "SELECT pg_sleep(60)", "ROLLBACK"]
+        (conn,) = driver.connections
+        assert not conn.in_transaction
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+        check_books(pool)
+        async with pool.acquire() as again:
+            assert again is conn
+
+
+async def test_failed_reset_discards_the_connection_and_never_reuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = FakeDriver()
+    async with Pool(driver, name="app", clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        driver.fail_resets(1)
+
+        with caplog.at_level(logging.WARNING, logger="aiodbpool"):
+            await pool.release(conn)
+
+        assert conn.closed
+        assert (pool.stats().size, pool.stats().discarded) == (0, 1)
+        assert "pool 'app': reset failed, connection discarded" in caplog.text
+        async with pool.acquire() as again:
+            assert again is not conn
+        check_books(pool)
+
+
+async def test_reset_timeout_bounds_a_stalled_reset_and_discards_the_connection() -> None:
+    driver = FakeDriver()
+    async with Pool(driver, reset_timeout=0.05, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        driver.stall_resets()
+        started = time.monotonic()
+
+        await pool.release(conn)
+
+        assert time.monotonic() - started < 5
+        assert conn.closed  # terminated: its state is unknown
+        assert (pool.stats().size, pool.stats().discarded) == (0, 1)
+        driver.heal()
+        async with pool.acquire() as again:
+            assert again is not conn
+        check_books(pool)
+
+
+async def test_releasing_task_cancelled_during_the_reset_discards_the_connection() -> None:
+    driver = FakeDriver(reset_latency=60)
+    async with Pool(driver, max_size=1, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        releasing = asyncio.create_task(pool.release(conn))
+        await asyncio.sleep(0)  # the release has started, and waits for the rollback
+
+        releasing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await releasing
+
+        assert conn.closed
+        assert (pool.stats().size, pool.stats().discarded) == (0, 1)
+        check_books(pool)
+
+
+async def test_connection_broken_while_in_use_is_discarded_on_release() -> None:
+    driver = FakeDriver()
+    async with Pool(driver, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        driver.break_connection(conn, detected=True)
+        driver.heal()
+
+        await pool.release(conn)
+
+        await wait_until(lambda: conn.closed)
+        assert (pool.stats().size, pool.stats().discarded) == (0, 1)
+
+
+# ------------------------------------------------------------------ what cannot be released
+
+
+async def test_releasing_a_foreign_connection_raises_and_changes_nothing() -> None:
+    other = FakeDriver()
+    async with Pool(FakeDriver()) as pool, Pool(other) as other_pool:
+        mine = await pool.acquire()
+        theirs = await other_pool.acquire()
+        before = pool.stats()
+
+        with pytest.raises(ValueError, match="it was not acquired from <Pool"):
+            await pool.release(theirs)
+        with pytest.raises(ValueError, match="str object"):
+            await pool.release("not a connection")  # type: ignore[arg-type]
+
+        assert pool.stats() == before
+        await pool.release(mine)
+        await other_pool.release(theirs)
+
+
+async def test_releasing_twice_raises_and_changes_nothing() -> None:
+    async with Pool(FakeDriver()) as pool:
+        conn = await pool.acquire()
+        await pool.release(conn)
+        before = pool.stats()
+
+        with pytest.raises(ValueError, match="already released"):
+            await pool.release(conn)
+
+        assert pool.stats() == before
+        check_books(pool)
+
+
+async def test_releasing_again_a_connection_already_handed_to_a_waiter_raises() -> None:
+    async with Pool(FakeDriver(), max_size=1) as pool:
+        conn = await pool.acquire()
+        waiter = asyncio.create_task(acquire(pool))
+        await wait_for_waiters(pool, 1)
+        await pool.release(conn)  # handed to the waiter, which has not resumed yet
+        before = pool.stats()
+
+        with pytest.raises(ValueError, match="already released"):
+            await pool.release(conn)
+
+        assert pool.stats() == before
+        assert await waiter is conn
+        await pool.release(conn)
+        check_books(pool)
+
+
+async def test_releasing_a_connection_whose_release_is_under_way_raises() -> None:
+    driver = FakeDriver(reset_latency=0.05)
+    async with Pool(driver) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        first = asyncio.create_task(pool.release(conn))
+        await asyncio.sleep(0)  # the first release is now waiting for the rollback
+        before = pool.stats()
+
+        with pytest.raises(ValueError, match="already released"):
+            await pool.release(conn)
+
+        assert pool.stats() == before
+        await first
+        assert pool.stats().idle == 1
+
+
+# ------------------------------------------------------------------ detach
+
+
+async def test_detach_frees_the_slot_and_leaves_the_connection_to_the_caller() -> None:
+    driver = FakeDriver()
+    async with Pool(driver, max_size=1) as pool:
+        conn = await pool.acquire()
+
+        assert pool.detach(conn) is conn
+
+        assert pool.stats().size == 0
+        async with pool.acquire() as other:  # the freed slot opens a new connection
+            assert other is not conn
+        with pytest.raises(ValueError, match="detached"):
+            await pool.release(conn)
+    assert not conn.closed  # the pool closed its own connections, not the detached one
+    assert driver.live == 1
+    await driver.close(conn)
+
+
+async def test_detaching_a_connection_the_pool_does_not_lend_out_raises() -> None:
+    async with Pool(FakeDriver()) as pool, Pool(FakeDriver()) as other_pool:
+        foreign = await other_pool.acquire()
+        idle = await pool.acquire()
+        await pool.release(idle)
+        before = pool.stats()
+
+        with pytest.raises(ValueError, match="cannot detach FakeConnection"):
+            pool.detach(foreign)
+        with pytest.raises(ValueError, match="already released"):
+            pool.detach(idle)
+
+        assert pool.stats() == before
+        await other_pool.release(foreign)
+
+
+async def test_detach_of_a_connection_being_released_raises() -> None:
+    driver = FakeDriver(reset_latency=0.05)
+    async with Pool(driver) as pool:
+        conn: FakeConnection = await pool.acquire()
+        await conn.execute("BEGIN")
+        releasing = asyncio.create_task(pool.release(conn))
+        await asyncio.sleep(0)
+
+        with pytest.raises(ValueError, match="already released"):
+            pool.detach(conn)
+
+        await releasing
+        check_books(pool)

@@ -1,0 +1,200 @@
+"""Stats: each counter of PoolStats moves exactly when its docstring says, and a snapshot is frozen.
+
+Each step below compares two snapshots and names every counter that changed, so a counter that
+moves when it should not fails the test as surely as one that does not move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+from helpers import CountingClock, acquire, maintenance_rounds, wait_for_waiters, wait_until
+
+from aiodbpool import Pool, PoolConnectError, PoolStats, PoolTimeout
+from aiodbpool.drivers.fake import FakeConnection, FakeDriver
+
+COUNTERS = (
+    "acquired",
+    "waited",
+    "timeouts",
+    "created",
+    "closed",
+    "connect_errors",
+    "validation_failures",
+    "discarded",
+    "evicted_idle",
+    "evicted_lifetime",
+    "wait_time_total",
+    "wait_time_max",
+)
+
+
+class _Changes:
+    """Snapshots a pool's stats and reports which counters changed since the last look."""
+
+    def __init__(self, pool: Pool[FakeConnection]) -> None:
+        self._pool = pool
+        self._last = pool.stats()
+
+    def __call__(self) -> dict[str, float]:
+        now = self._pool.stats()
+        before, after = self._last.as_dict(), now.as_dict()
+        self._last = now
+        return {
+            name: after[name] - before[name] for name in COUNTERS if after[name] != before[name]
+        }
+
+
+async def _settled(pool: Pool[FakeConnection]) -> None:
+    await wait_until(lambda: pool.stats().opening == 0 and pool.stats().closing == 0)
+
+
+async def test_every_counter_moves_as_documented() -> None:
+    driver, clock = FakeDriver(), CountingClock()
+    pool = Pool(
+        driver,
+        max_size=1,
+        validate_after_idle=10,
+        max_idle=100,
+        max_lifetime=1000,
+        maintenance_interval=0.01,
+        clock=clock,
+    )
+    async with pool:
+        changes = _Changes(pool)
+
+        conn = await pool.acquire()  # opens a connection: a slow-path acquisition
+        assert changes() == {"acquired": 1, "waited": 1, "created": 1}
+
+        await pool.release(conn)
+        conn = await pool.acquire()  # the fast path
+        assert changes() == {"acquired": 1}
+
+        waiter = asyncio.create_task(acquire(pool))
+        await wait_for_waiters(pool, 1)
+        clock.advance(3)
+        await pool.release(conn)
+        conn = await waiter  # waited 3 seconds on the pool's clock
+        assert changes() == {"acquired": 1, "waited": 1, "wait_time_total": 3, "wait_time_max": 3}
+
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0.01)
+        assert changes() == {"timeouts": 1}
+
+        await pool.release(conn)
+        driver.break_connection(conn, detected=True)
+        driver.fail_next_connects(1)
+        with pytest.raises(PoolConnectError):
+            await pool.acquire()  # the broken one is discarded, its replacement fails to open
+        await _settled(pool)
+        assert changes() == {"discarded": 1, "closed": 1, "connect_errors": 1}
+
+        conn = await pool.acquire()
+        await pool.release(conn)
+        clock.advance(10)
+        driver.fail_pings(1)
+        conn = await pool.acquire()  # pinged, failed: discarded and replaced
+        await _settled(pool)
+        assert changes() == {
+            "acquired": 2,
+            "waited": 2,
+            "created": 2,
+            "validation_failures": 1,
+            "discarded": 1,
+            "closed": 1,
+        }
+
+        clock.advance(1000)
+        await pool.release(conn)  # past its lifetime
+        await _settled(pool)
+        assert changes() == {"evicted_lifetime": 1, "closed": 1}
+
+        conn = await pool.acquire()
+        await pool.release(conn)
+        clock.advance(100)
+        await wait_until(lambda: pool.stats().evicted_idle == 1)
+        await _settled(pool)
+        assert changes() == {
+            "acquired": 1,
+            "waited": 1,
+            "created": 1,
+            "evicted_idle": 1,
+            "closed": 1,
+        }
+
+        await maintenance_rounds(clock)
+        assert changes() == {}
+
+
+async def test_wait_time_max_keeps_the_longest_wait() -> None:
+    clock = CountingClock()
+    async with Pool(FakeDriver(), max_size=1, clock=clock) as pool:
+        held = await pool.acquire()
+        for wait in (5, 2):
+            waiter = asyncio.create_task(acquire(pool))
+            await wait_for_waiters(pool, 1)
+            clock.advance(wait)
+            await pool.release(held)
+            held = await waiter
+
+        stats = pool.stats()
+        assert (stats.wait_time_total, stats.wait_time_max) == (7, 5)
+        await pool.release(held)
+
+
+async def test_gauges_describe_the_pool_now() -> None:
+    driver = FakeDriver()
+    pool = Pool(driver, name="app", max_size=4, close_timeout=30)
+    async with pool:
+        retiring = await pool.acquire()
+        await pool.release(retiring)
+        driver.close_latency = 60
+        pool.expire()  # closing, slowly
+        held, spare = await pool.acquire(), await pool.acquire()
+        driver.stall_connects()
+        opening = asyncio.create_task(acquire(pool))
+        await wait_until(lambda: driver.stalled == 1)
+        await pool.release(spare)
+
+        stats = pool.stats()
+        assert (stats.name, stats.min_size, stats.max_size) == ("app", 0, 4)
+        gauges = (stats.size, stats.idle, stats.in_use, stats.opening, stats.closing)
+        assert gauges == (4, 1, 1, 1, 1)
+        assert stats.waiting == 0
+
+        assert await pool.acquire() is spare
+        waiting = asyncio.create_task(acquire(pool))
+        await wait_for_waiters(pool, 1)
+        assert pool.stats().waiting == 1
+
+        driver.heal()
+        await pool.release(await opening)
+        await pool.release(await waiting)
+        for conn in (held, spare):
+            await pool.release(conn)
+        await pool.close(timeout=0.01)  # cuts the slow close short: terminated
+    assert driver.live == 0
+
+
+async def test_a_snapshot_never_changes_after_it_is_taken() -> None:
+    async with Pool(FakeDriver()) as pool:
+        before = pool.stats()
+        conn = await pool.acquire()
+        await pool.release(conn)
+
+        assert before.acquired == 0
+        assert pool.stats().acquired == 1
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            before.acquired = 5  # type: ignore[misc]
+
+
+async def test_as_dict_gives_every_field_ready_for_json() -> None:
+    async with Pool(FakeDriver(), name="app") as pool:
+        data = pool.stats().as_dict()
+
+    assert list(data) == [field.name for field in dataclasses.fields(PoolStats)]
+    assert data["name"] == "app"
+    assert json.loads(json.dumps(data)) == data

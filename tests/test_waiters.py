@@ -1,0 +1,132 @@
+"""``_waiters.Waiters``: a FIFO queue whose hand-offs a waiter that gave up refuses, and which hands
+back a grant that arrived just before its waiter was cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from helpers import wait_until
+
+from aiodbpool._waiters import Waiters
+
+
+class _Returned:
+    """The ``give_back`` callback: remembers what it was handed."""
+
+    def __init__(self) -> None:
+        self.grants: list[str] = []
+
+    def __call__(self, grant: str) -> None:
+        self.grants.append(grant)
+
+
+def _length_is(waiters: Waiters[str], count: int) -> Callable[[], bool]:
+    return lambda: len(waiters) == count
+
+
+async def _queue(
+    waiters: Waiters[str], give_back: _Returned, count: int
+) -> list[asyncio.Task[str]]:
+    tasks = []
+    for number in range(1, count + 1):
+        tasks.append(asyncio.create_task(waiters.wait(give_back)))
+        await wait_until(_length_is(waiters, number))
+    return tasks
+
+
+async def test_grants_go_to_waiters_in_arrival_order() -> None:
+    waiters: Waiters[str] = Waiters()
+    tasks = await _queue(waiters, _Returned(), 3)
+
+    for grant in ("a", "b", "c"):
+        assert waiters.offer(grant)
+
+    assert await asyncio.gather(*tasks) == ["a", "b", "c"]
+    assert len(waiters) == 0
+
+
+def test_an_offer_nobody_waits_for_is_refused() -> None:
+    assert Waiters[str]().offer("grant") is False
+
+
+async def test_a_waiter_cancelled_before_any_offer_leaves_the_queue() -> None:
+    waiters: Waiters[str] = Waiters()
+    give_back = _Returned()
+    (task,) = await _queue(waiters, give_back, 1)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert len(waiters) == 0
+    assert give_back.grants == []
+    assert waiters.offer("grant") is False
+
+
+async def test_an_offer_skips_a_waiter_cancelled_in_the_same_loop_iteration() -> None:
+    waiters: Waiters[str] = Waiters()
+    give_back = _Returned()
+    first, second = await _queue(waiters, give_back, 2)
+
+    first.cancel()  # its future is cancelled now; its task has not run its clean-up yet
+    assert waiters.offer("grant")
+
+    assert await second == "grant"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert give_back.grants == []
+
+
+async def test_an_offer_to_only_cancelled_waiters_is_refused() -> None:
+    waiters: Waiters[str] = Waiters()
+    (task,) = await _queue(waiters, _Returned(), 1)
+
+    task.cancel()
+
+    assert waiters.offer("grant") is False
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_give_back_receives_a_grant_when_cancelled_after_the_offer() -> None:
+    waiters: Waiters[str] = Waiters()
+    give_back = _Returned()
+    (task,) = await _queue(waiters, give_back, 1)
+
+    assert waiters.offer("grant")  # accepted: the waiter's task has not resumed yet
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert give_back.grants == ["grant"]
+    assert len(waiters) == 0
+
+
+async def test_a_waiter_timing_out_leaves_the_queue() -> None:
+    waiters: Waiters[str] = Waiters()
+    give_back = _Returned()
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await waiters.wait(give_back)
+
+    assert len(waiters) == 0
+    assert give_back.grants == []
+
+
+async def test_fail_all_wakes_every_waiter_with_its_own_error() -> None:
+    waiters: Waiters[str] = Waiters()
+    give_back = _Returned()
+    cancelled, *failing = await _queue(waiters, give_back, 3)
+    cancelled.cancel()
+
+    waiters.fail_all(lambda: LookupError("closing"))
+
+    results = await asyncio.gather(*failing, return_exceptions=True)
+    assert all(isinstance(result, LookupError) for result in results)
+    assert results[0] is not results[1]
+    assert cancelled.cancelled()
+    assert len(waiters) == 0
+    assert give_back.grants == []
