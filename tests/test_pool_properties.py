@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -133,6 +134,13 @@ class PoolMachine(RuleBasedStateMachine):
         self.driver = FakeDriver()
         self.pool: Pool[FakeConnection] | None = None
         self.max_waiting: int | None = None
+        self.max_uses: int | None = None
+        self.always_validate = False  # validate_after_idle=0: every idle connection is pinged
+        # What the test knows about each connection, by id: when it was opened (whole clock
+        # seconds), how often it was handed out; and those live when expire() was called.
+        self.born: dict[int, float] = {}
+        self.uses: dict[int, int] = {}
+        self.expired: set[int] = set()
         # What the test holds: connections acquired and not given back, acquires still running,
         # releases suspended in their reset, connections detached and not yet closed.
         self.held: list[FakeConnection] = []
@@ -212,6 +220,8 @@ class PoolMachine(RuleBasedStateMachine):
         overtaken by a younger one.
         """
         assert self.pool is not None
+        for conn in self.driver.connections:  # connections open only while the clock stands
+            self.born.setdefault(conn.id, self.fake_clock.now)
         stats = self.pool.stats()
         if stats.validation_failures != self.validation_failures:
             # An acquirer whose idle connection failed its ping goes back to the end of the line
@@ -234,8 +244,7 @@ class PoolMachine(RuleBasedStateMachine):
             if error is None or isinstance(error, PoolConnectError):
                 served.append(acquirer)
             if error is None:
-                self.held.append(task.result())
-                self.acquired += 1
+                self._check_handed_out(task.result())
             elif isinstance(error, PoolTimeout):
                 assert acquirer.timeout < LONG, f"an acquire timed out early: {error}"
                 self.timeouts += 1
@@ -264,6 +273,20 @@ class PoolMachine(RuleBasedStateMachine):
             elif (error := release.task.exception()) is not None:
                 raise error
         self.releases = in_flight
+
+    def _check_handed_out(self, conn: FakeConnection) -> None:
+        """A connection handed out must be fit for use: not known broken, not retired."""
+        self.held.append(conn)
+        self.acquired += 1
+        self.uses[conn.id] = self.uses.get(conn.id, 0) + 1
+        assert not self.driver.is_closed(conn), f"handed out {conn!r}"
+        assert conn.id not in self.expired, f"handed out {conn!r} after expire()"
+        age = self.fake_clock.now - self.born[conn.id]
+        assert age < math.ceil(LIFETIME), f"handed out {conn!r} at age {age}"
+        if self.max_uses is not None:
+            assert self.uses[conn.id] <= self.max_uses, f"{conn!r} used past max_uses"
+        if self.always_validate:
+            assert not conn.broken, f"handed out {conn!r} without validating it"
 
     def spawn_acquire(self, timeout: float) -> _Acquirer:
         """Start an acquire in a task (call inside the loop)."""
@@ -298,6 +321,8 @@ class PoolMachine(RuleBasedStateMachine):
         """Open the pool; when min_size > 0 the first ``open()`` may fail and leave it unopened."""
         min_size, max_size = sizes
         self.max_waiting = max_waiting
+        self.max_uses = max_uses
+        self.always_validate = validate_after_idle == 0.0
         self.pool = Pool(
             self.driver,
             name="machine",
@@ -594,7 +619,9 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(is_open)
     @rule()
     def expire(self) -> None:
+        """Every connection open now is retired: none is handed out again."""
         assert self.pool is not None
+        self.expired.update(conn.id for conn in self.driver.connections)
         self.step(self.pool.expire)
 
     @precondition(is_open)
@@ -720,6 +747,8 @@ class PoolMachine(RuleBasedStateMachine):
             self.shrunk = False
             self.opening_beyond = 0
         assert self.shrunk or stats.size <= stats.max_size, stats
+        if not (self.closed or self.held or self.releases or self.acquirers or stats.opening):
+            assert stats.size <= stats.max_size, stats  # the excess retired on its return
         if stats.size > stats.max_size:
             assert stats.opening <= self.opening_beyond, stats
             self.opening_beyond = stats.opening
