@@ -1,0 +1,677 @@
+"""A throwaway PostgreSQL server for the tests, built from the binaries of the ``pgserver`` package.
+
+:class:`PgCluster` makes a cluster in a temporary directory and runs it the way a real deployment
+looks to a client:
+
+* TCP on ``127.0.0.1`` (a free port, kept across restarts) with ``scram-sha-256`` passwords,
+  for an application role that owns the test database and may create tables in it;
+* a Unix socket in the cluster's own directory, where the superuser ``postgres`` is trusted, for
+  admin queries (terminating connections, reading ``pg_stat_activity``);
+* optionally pgbouncer in front of it (:meth:`PgCluster.start_pgbouncer`).
+
+It is tuned for speed, not durability (``fsync``, ``synchronous_commit`` and ``full_page_writes``
+off), and has room for 200 connections. PostgreSQL and pgbouncer refuse to run as root: when the
+tests run as root, both run as the system user ``aiodbpool``, created on first use.
+
+Every step that fails raises :class:`PgClusterError` with the end of the server's log, so a CI
+log says why. A cluster that is not closed is stopped and deleted at interpreter exit, and, should
+the test process die without running that (``SIGKILL``, a crash), by a small watchdog process that
+notices the test process is gone.
+
+Use it as a context manager, or call :meth:`PgCluster.start` and :meth:`PgCluster.close`::
+
+    with PgCluster() as cluster:
+        conn = await asyncpg.connect(cluster.dsn)
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, TypeAlias
+from urllib.parse import quote
+
+__all__ = [
+    "SERVER_USER",
+    "PgCluster",
+    "PgClusterError",
+    "PoolMode",
+    "StopMode",
+    "free_port",
+    "pgbouncer_binary",
+    "postgres_bin_dir",
+]
+
+StopMode: TypeAlias = Literal["smart", "fast", "immediate"]
+"""``pg_ctl stop -m``: wait for clients to leave; disconnect them; or abort like a crash."""
+
+PoolMode: TypeAlias = Literal["session", "transaction", "statement"]
+"""pgbouncer's ``pool_mode``."""
+
+SERVER_USER = "aiodbpool"
+"""The system user that runs PostgreSQL and pgbouncer when the tests run as root."""
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+_TIMEOUT = 60.0
+"""Seconds any one step (initdb, start, stop, pgbouncer start) may take before it counts as hung."""
+
+_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "max_connections": "200",
+    "password_encryption": "'scram-sha-256'",
+    # A test server: speed over durability.
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "32MB",
+    "dynamic_shared_memory_type": "mmap",
+    "log_line_prefix": "'%m [%p] %q%u@%d '",
+}
+
+
+class PgClusterError(RuntimeError):
+    """A step of setting up or running the test cluster failed; the message ends with its log."""
+
+
+def postgres_bin_dir() -> Path:
+    """The directory of the PostgreSQL programs (initdb, pg_ctl, psql) that pgserver ships.
+
+    Found without importing pgserver, whose import has side effects (lock files, warnings).
+    """
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        raise PgClusterError(
+            "the PostgreSQL tests need the 'pgserver' package (pip install pgserver)"
+        )
+    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
+    if not (bin_dir / "pg_ctl").is_file():
+        raise PgClusterError(f"pgserver is installed but has no PostgreSQL programs in {bin_dir}")
+    return bin_dir
+
+
+def pgbouncer_binary() -> str | None:
+    """The path of the ``pgbouncer`` program, or ``None`` when it is not installed.
+
+    Debian installs it in ``/usr/sbin``, which is not on every user's ``PATH``.
+    """
+    found = shutil.which("pgbouncer")
+    if found is None and os.access("/usr/sbin/pgbouncer", os.X_OK):
+        found = "/usr/sbin/pgbouncer"
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _server_account() -> pwd.struct_passwd | None:
+    """The account to run the servers as: ``None`` (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        pass
+    # Another test session may create it at the same moment: look again whatever useradd says.
+    created = subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/usr/sbin/nologin", SERVER_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise PgClusterError(
+            f"PostgreSQL refuses to run as root, and creating the system user {SERVER_USER!r} "
+            f"failed: {created.stderr.strip()}"
+        ) from None
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class PgCluster:
+    """A PostgreSQL cluster in a temporary directory, for tests.
+
+    Nothing happens until :meth:`start`, which creates the cluster the first time (``initdb``,
+    configuration, the application role and database) and starts the server. The TCP port is
+    chosen then and kept: :meth:`restart`, and :meth:`stop` followed by :meth:`start`, bring the
+    server back where existing DSNs point. :meth:`close` stops everything and deletes the
+    directory; it is safe to call more than once.
+
+    ``timings`` holds how long the last run of each step took, in seconds: ``"initdb"``,
+    ``"start"``, ``"stop"``, ``"restart"``, ``"pgbouncer"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        user: str = "app",
+        password: str | None = None,
+        database: str = "aiodbpool",
+        max_connections: int = 200,
+    ) -> None:
+        for name in (user, database):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"use a plain lowercase SQL identifier, not {name!r}")
+        self._user = user
+        # A fresh password for each cluster: tests read it from here, never hard-code it.
+        self._password = password if password is not None else secrets.token_hex(12)
+        self._database = database
+        self._max_connections = max_connections
+        self._bin = postgres_bin_dir()
+        # The account the servers run as (None: this process's own), found at the first start.
+        self._account: pwd.struct_passwd | None = None
+        # The temporary directory holding everything; None before the first start and after close.
+        self._base: Path | None = None
+        # The server's TCP port, chosen at the first start and kept for the cluster's life.
+        self._port: int | None = None
+        # pgbouncer: its process while it runs, and its port, kept once chosen.
+        self._bouncer: subprocess.Popen[bytes] | None = None
+        self._bouncer_port: int | None = None
+        # The write end of a pipe whose read end is the watchdog's stdin (see _start_watchdog).
+        self._watchdog_pipe: int | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._bouncer_mode: PoolMode | None = None
+        self.timings: dict[str, float] = {}
+
+    # --- where to connect ------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The TCP address the server listens on."""
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """The server's TCP port (also the number in its Unix socket's name)."""
+        if self._port is None:
+            raise PgClusterError("the cluster has not been started")
+        return self._port
+
+    @property
+    def user(self) -> str:
+        """The application role: logs in with :attr:`password`, owns :attr:`database`."""
+        return self._user
+
+    @property
+    def password(self) -> str:
+        """The application role's password."""
+        return self._password
+
+    @property
+    def database(self) -> str:
+        """The test database, owned by :attr:`user`."""
+        return self._database
+
+    @property
+    def socket_dir(self) -> Path:
+        """The directory of the server's Unix socket."""
+        return self._dir / "socket"
+
+    @property
+    def dsn(self) -> str:
+        """``postgresql://`` URL of the application role, with its password, over TCP."""
+        return (
+            f"postgresql://{quote(self._user)}:{quote(self._password, safe='')}"
+            f"@{self.host}:{self.port}/{self._database}"
+        )
+
+    @property
+    def admin_dsn(self) -> str:
+        """``postgresql://`` URL of the superuser ``postgres`` over the Unix socket, no password."""
+        return f"postgresql://postgres@/{self._database}?host={self.socket_dir}&port={self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self._dir / "postgres.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's log."""
+        return _tail(self.log_path, lines)
+
+    def __repr__(self) -> str:
+        if self._base is None:
+            return f"<PgCluster {'closed' if self._port is not None else 'not started'}>"
+        bouncer = f" pgbouncer={self._bouncer_port}" if self._bouncer is not None else ""
+        return f"<PgCluster {self.host}:{self._port} dir={self._base}{bouncer}>"
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the server (creating the cluster on the first call); no-op when it runs."""
+        if self._base is None:
+            if self._port is not None:
+                raise PgClusterError("the cluster was closed; make a new PgCluster")
+            self._create()
+            return
+        if self.is_running():
+            return
+        began = time.perf_counter()
+        self._pg_ctl("start", "-l", self.log_path, "-w", "-t", str(int(_TIMEOUT)))
+        self.timings["start"] = time.perf_counter() - began
+
+    def stop(self, mode: StopMode = "fast") -> None:
+        """Stop the server and wait until it is gone; no-op when it is not running.
+
+        ``"fast"`` disconnects the clients (they see ``admin_shutdown``); ``"immediate"`` ends
+        every process at once, like a crash (the next start recovers); ``"smart"`` waits for the
+        clients to leave.
+        """
+        if self._base is None or not self.is_running():
+            return
+        began = time.perf_counter()
+        self._pg_ctl("stop", "-m", mode, "-w", "-t", str(int(_TIMEOUT)))
+        self.timings["stop"] = time.perf_counter() - began
+
+    def restart(self, mode: StopMode = "fast") -> None:
+        """:meth:`stop` then :meth:`start`, on the same port: existing DSNs stay valid."""
+        began = time.perf_counter()
+        self.stop(mode)
+        self.start()
+        self.timings["restart"] = time.perf_counter() - began
+
+    def is_running(self) -> bool:
+        """Whether the server process is alive (it may still be starting or stopping)."""
+        if self._base is None:
+            return False
+        # pg_ctl status: 0 running, 3 not running, 4 no usable data directory.
+        return self._pg_ctl("status", check=False).returncode == 0
+
+    def close(self) -> None:
+        """Stop pgbouncer and the server, and delete the cluster's directory. Idempotent."""
+        base = self._base
+        if base is None:
+            return
+        try:
+            self.stop_pgbouncer()
+            try:
+                self.stop("fast")
+            except PgClusterError:
+                self.stop("immediate")
+        finally:
+            self._base = None
+            shutil.rmtree(base, ignore_errors=True)
+            atexit.unregister(self.close)
+            self._stop_watchdog()
+
+    def __enter__(self) -> PgCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- admin -----------------------------------------------------------------------------------
+
+    def psql(self, sql: str, *, database: str | None = None) -> str:
+        """Run ``sql`` as the superuser over the Unix socket, in :attr:`database` unless another
+        is named; return psql's unaligned output.
+
+        A synchronous way in for set-up and checks outside an event loop; in async tests prefer
+        ``asyncpg.connect(cluster.admin_dsn)``.
+        """
+        result = self._run(
+            [self._bin / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-h", self.socket_dir, "-p", str(self.port), "-U", "postgres",
+             "-d", database or self._database, "-c", sql],
+            what=f"psql -c {sql!r}",
+            as_server=False,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    def terminate_connections(self, user: str | None = None) -> int:
+        """End every connection of ``user`` (default: the application role), as an
+        administrator's ``pg_terminate_backend`` does; return how many there were."""
+        role = user if user is not None else self._user
+        out = self.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            f" WHERE usename = '{role}' AND pid <> pg_backend_pid()"
+        )
+        return int(out)
+
+    # --- pgbouncer -------------------------------------------------------------------------------
+
+    def start_pgbouncer(self, pool_mode: PoolMode = "transaction") -> str:
+        """Start pgbouncer in front of the server and return the DSN through it.
+
+        pgbouncer listens on 127.0.0.1 on a port of its own (kept if it is started again), checks
+        the application role's password with ``scram-sha-256``, and pools server connections in
+        ``pool_mode``. If it already runs in that mode, only the DSN is returned. :meth:`close`
+        stops it.
+
+        Through pgbouncer 1.18 in transaction mode, asyncpg needs ``statement_cache_size=0``:
+        named prepared statements do not survive a change of server connection.
+        """
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise PgClusterError("pgbouncer is not installed (Debian package 'pgbouncer')")
+        self.start()
+        if self._bouncer is not None:
+            if self._bouncer.poll() is None and self._bouncer_mode == pool_mode:
+                return self._bouncer_dsn()
+            self.stop_pgbouncer()
+        if self._bouncer_port is None:
+            self._bouncer_port = free_port()
+        self._bouncer_mode = pool_mode
+        config = self._write_pgbouncer_config(pool_mode)
+        log = self._dir / "pgbouncer.log"
+        began = time.perf_counter()
+        with log.open("ab") as log_file:
+            # Its own session: a Ctrl-C meant for pytest does not reach it; close() stops it.
+            self._bouncer = subprocess.Popen(
+                [binary, str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self._dir,
+                env=self._env(),
+                start_new_session=True,
+                user=self._uid,
+                group=self._gid,
+                extra_groups=self._extra_groups,
+            )
+        self._notify_watchdog(f"pid {self._bouncer.pid}")
+        deadline = time.monotonic() + _TIMEOUT
+        while not self._accepts(self._bouncer_port):
+            if self._bouncer.poll() is not None:
+                self._bouncer = None
+                raise PgClusterError(f"pgbouncer exited at start:\n{_tail(log, 40)}")
+            if time.monotonic() > deadline:
+                self.stop_pgbouncer()
+                raise PgClusterError(
+                    f"pgbouncer not listening after {_TIMEOUT}s:\n{_tail(log, 40)}"
+                )
+            time.sleep(0.01)
+        self.timings["pgbouncer"] = time.perf_counter() - began
+        return self._bouncer_dsn()
+
+    def stop_pgbouncer(self) -> None:
+        """Stop pgbouncer (its clients are disconnected); no-op when it is not running."""
+        bouncer, self._bouncer = self._bouncer, None
+        if bouncer is None:
+            return
+        bouncer.terminate()  # SIGTERM: pgbouncer shuts down at once
+        try:
+            bouncer.wait(_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            bouncer.kill()
+            bouncer.wait()
+
+    def _bouncer_dsn(self) -> str:
+        return (
+            f"postgresql://{quote(self._user)}:{quote(self._password, safe='')}"
+            f"@{self.host}:{self._bouncer_port}/{self._database}"
+        )
+
+    def _write_pgbouncer_config(self, pool_mode: PoolMode) -> Path:
+        folder = self._dir / "pgbouncer"
+        folder.mkdir(exist_ok=True)
+        userlist = folder / "userlist.txt"
+        # pgbouncer needs the plain password: it answers the client's SCRAM exchange and logs in
+        # to PostgreSQL with it.
+        userlist.write_text(f'"{self._user}" "{self._password}"\n')
+        userlist.chmod(0o600)
+        config = folder / "pgbouncer.ini"
+        config.write_text(
+            f"""\
+[databases]
+{self._database} = host={self.host} port={self.port} dbname={self._database}
+
+[pgbouncer]
+listen_addr = {self.host}
+listen_port = {self._bouncer_port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = {pool_mode}
+max_client_conn = 500
+default_pool_size = 20
+; after a server restart, log in again within a second rather than the default 15
+server_login_retry = 1
+ignore_startup_parameters = extra_float_digits
+"""
+        )
+        self._give_to_server_user(folder)
+        return config
+
+    @staticmethod
+    def _accepts(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    # --- creating the cluster --------------------------------------------------------------------
+
+    @property
+    def _dir(self) -> Path:
+        if self._base is None:
+            raise PgClusterError("the cluster has not been started, or was closed")
+        return self._base
+
+    def _create(self) -> None:
+        self._account = _server_account()
+        self._port = free_port()
+        self._base = Path(tempfile.mkdtemp(prefix="aiodbpool-pg-"))
+        atexit.register(self.close)
+        self._start_watchdog()
+        try:
+            self._initdb()
+            began = time.perf_counter()
+            self._pg_ctl("start", "-l", self.log_path, "-w", "-t", str(int(_TIMEOUT)))
+            self.timings["start"] = time.perf_counter() - began
+            password = self._password.replace("'", "''")
+            self.psql(f"CREATE ROLE {self._user} LOGIN PASSWORD '{password}'", database="postgres")
+            self.psql(f"CREATE DATABASE {self._database} OWNER {self._user}", database="postgres")
+        except BaseException:
+            self.close()
+            raise
+
+    def _initdb(self) -> None:
+        base = self._dir
+        (base / "socket").mkdir()
+        # The server user owns the whole tree; we (root) can read it anyway.
+        base.chmod(0o755)
+        self._give_to_server_user(base)
+        socket_file = self.socket_dir / f".s.PGSQL.{self.port}"
+        if len(os.fsencode(socket_file)) > 107:
+            raise PgClusterError(f"Unix socket path too long: {socket_file}; set a shorter TMPDIR")
+        began = time.perf_counter()
+        self._run(
+            [self._bin / "initdb", "-D", base / "data", "-U", "postgres", "--no-locale",
+             "-E", "UTF8", "--no-sync", "--no-instructions", "--auth=trust"],
+            what="initdb",
+        )  # fmt: skip
+        self.timings["initdb"] = time.perf_counter() - began
+        settings = {
+            **_SETTINGS,
+            "port": str(self.port),
+            "max_connections": str(self._max_connections),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+        }
+        with (base / "data" / "postgresql.conf").open("a") as conf:
+            conf.write("\n# aiodbpool test cluster\n")
+            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+        (base / "data" / "pg_hba.conf").write_text(
+            "# TYPE  DATABASE  USER      ADDRESS        METHOD\n"
+            "local   all       postgres                 trust\n"
+            "local   all       all                      scram-sha-256\n"
+            "host    all       all       127.0.0.1/32   scram-sha-256\n"
+        )
+
+    def _give_to_server_user(self, path: Path) -> None:
+        if self._account is None:
+            return
+        for folder, dirs, files in os.walk(path):
+            os.chown(folder, self._account.pw_uid, self._account.pw_gid)
+            for name in (*dirs, *files):
+                os.chown(
+                    os.path.join(folder, name),
+                    self._account.pw_uid,
+                    self._account.pw_gid,
+                    follow_symlinks=False,
+                )
+
+    # --- running programs ------------------------------------------------------------------------
+
+    def _pg_ctl(
+        self, action: str, *args: str | Path, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            [self._bin / "pg_ctl", action, "-D", self._dir / "data", *args],
+            what=f"pg_ctl {action}",
+            check=check,
+        )
+
+    def _run(
+        self,
+        args: Sequence[str | Path],
+        *,
+        what: str,
+        check: bool = True,
+        as_server: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            # Its own session: pg_ctl's postmaster outlives it, and a Ctrl-C meant for pytest
+            # must not shut the server down under the fixtures' finalizers.
+            result = subprocess.run(
+                [str(arg) for arg in args],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                cwd=self._dir,
+                env=self._env(),
+                timeout=_TIMEOUT + 30,
+                start_new_session=True,
+                check=False,
+                user=self._uid if as_server else None,
+                group=self._gid if as_server else None,
+                extra_groups=self._extra_groups if as_server else None,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PgClusterError(f"{what} hung for {exc.timeout}s\n{self._log_section()}") from None
+        if check and result.returncode != 0:
+            raise PgClusterError(
+                f"{what} failed (exit {result.returncode}):\n"
+                f"{(result.stdout + result.stderr).strip()}\n{self._log_section()}"
+            )
+        return result
+
+    def _log_section(self) -> str:
+        return f"--- end of {self.log_path} ---\n{self.log_tail()}"
+
+    # The identity to give the server programs: None leaves ours.
+    @property
+    def _uid(self) -> int | None:
+        return None if self._account is None else self._account.pw_uid
+
+    @property
+    def _gid(self) -> int | None:
+        return None if self._account is None else self._account.pw_gid
+
+    @property
+    def _extra_groups(self) -> list[int] | None:
+        return None if self._account is None else []
+
+    def _env(self) -> dict[str, str]:
+        # No PG* variables from the caller's environment (PGHOST, PGDATA, ...) may steer the tools.
+        env = {name: value for name, value in os.environ.items() if not name.startswith("PG")}
+        env["LC_ALL"] = "C"
+        if self._account is not None:
+            env["HOME"] = str(self._dir)
+            env["USER"] = env["LOGNAME"] = self._account.pw_name
+        return env
+
+    # --- the watchdog ----------------------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        """Start a process that cleans up if this one dies without calling :meth:`close`.
+
+        The watchdog reads a pipe whose only write end is ours: end-of-file means this process
+        closed it (in :meth:`close`, after cleaning up) or died. If the directory still exists
+        then, it stops the server and pgbouncer and deletes the directory.
+        """
+        read_end, self._watchdog_pipe = os.pipe()
+        uid, gid = (
+            (-1, -1) if self._account is None else (self._account.pw_uid, self._account.pw_gid)
+        )
+        try:
+            # Its own session, so that a Ctrl-C which stops pytest halfway does not stop it too.
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(self._dir), str(self._bin / "pg_ctl"),
+                 str(uid), str(gid)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(read_end)
+
+    def _notify_watchdog(self, line: str) -> None:
+        if self._watchdog_pipe is not None:
+            os.write(self._watchdog_pipe, f"{line}\n".encode())
+
+    def _stop_watchdog(self) -> None:
+        pipe, self._watchdog_pipe = self._watchdog_pipe, None
+        if pipe is not None:
+            os.close(pipe)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.wait(_TIMEOUT)
+
+
+# The watchdog's program (see PgCluster._start_watchdog). Arguments: the cluster's directory, the
+# path of pg_ctl, and the uid and gid to run pg_ctl as (-1: unchanged). Lines on stdin name the
+# processes to end: "pid N" for a pgbouncer that was started.
+_WATCHDOG = """\
+import os, shutil, signal, subprocess, sys
+base, pg_ctl, uid, gid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+pids = [int(line.split()[1]) for line in sys.stdin if line.startswith("pid ")]
+if os.path.isdir(base):
+    for pid in pids:
+        try:  # only a process started from this cluster's directory, not a reused pid
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if base.encode() in cmdline.read():
+                    os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    data = os.path.join(base, "data")
+    if os.path.exists(os.path.join(data, "postmaster.pid")):
+        as_user = {} if uid < 0 else {"user": uid, "group": gid, "extra_groups": []}
+        subprocess.run([pg_ctl, "stop", "-D", data, "-m", "immediate", "-w"], cwd="/",
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60, **as_user)
+    shutil.rmtree(base, ignore_errors=True)
+"""
