@@ -190,13 +190,13 @@ class PgCluster:
         self._base: Path | None = None
         # The server's TCP port, chosen at the first start and kept for the cluster's life.
         self._port: int | None = None
-        # pgbouncer: its process while it runs, and its port, kept once chosen.
+        # pgbouncer: its process while it runs, its pool mode, and its port, kept once chosen.
         self._bouncer: subprocess.Popen[bytes] | None = None
-        self._bouncer_port: int | None = None
-        # The write end of a pipe whose read end is the watchdog's stdin (see _start_watchdog).
-        self._watchdog_pipe: int | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
         self._bouncer_mode: PoolMode | None = None
+        self._bouncer_port: int | None = None
+        # The watchdog process, and the write end of the pipe that is its stdin.
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog_pipe: int | None = None
         self.timings: dict[str, float] = {}
 
     # --- where to connect ------------------------------------------------------------------------
@@ -245,6 +245,11 @@ class PgCluster:
     def admin_dsn(self) -> str:
         """``postgresql://`` URL of the superuser ``postgres`` over the Unix socket, no password."""
         return f"postgresql://postgres@/{self._database}?host={self.socket_dir}&port={self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        """The cluster's data directory (``postgresql.conf``, ``pg_hba.conf``, ...)."""
+        return self._dir / "data"
 
     @property
     def log_path(self) -> Path:
@@ -367,8 +372,9 @@ class PgCluster:
 
         pgbouncer listens on 127.0.0.1 on a port of its own (kept if it is started again), checks
         the application role's password with ``scram-sha-256``, and pools server connections in
-        ``pool_mode``. If it already runs in that mode, only the DSN is returned. :meth:`close`
-        stops it.
+        ``pool_mode``. If it already runs in that mode, only the DSN is returned; in another
+        mode, it is stopped (its clients disconnected) and started again in the new one.
+        :meth:`close` stops it.
 
         Through pgbouncer 1.18 in transaction mode, asyncpg needs ``statement_cache_size=0``:
         named prepared statements do not survive a change of server connection.
@@ -550,7 +556,7 @@ ignore_startup_parameters = extra_float_digits
         self, action: str, *args: str | Path, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         return self._run(
-            [self._bin / "pg_ctl", action, "-D", self._dir / "data", *args],
+            [self._bin / "pg_ctl", action, "-D", self.data_dir, *args],
             what=f"pg_ctl {action}",
             check=check,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from pgcluster import PgCluster
+from pgcluster import PgCluster, PgClusterError
 
 
 async def test_the_app_role_logs_in_with_its_password_over_tcp(pg_cluster: PgCluster) -> None:
@@ -115,3 +115,12 @@ def test_close_stops_everything_and_deletes_the_directory() -> None:
     assert not directory.exists()
     assert not cluster.is_running()
     cluster.close()  # idempotent
+
+
+def test_a_failed_start_says_why_from_the_server_log() -> None:
+    with PgCluster() as cluster:
+        cluster.stop()
+        with (cluster.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("max_connections = plenty\n")
+        with pytest.raises(PgClusterError, match=r"(?s)pg_ctl start failed.*max_connections"):
+            cluster.start()
