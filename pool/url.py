@@ -34,6 +34,9 @@ _EXTRAS = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"}
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
+# ``password=...`` after the ``?`` or an ``&``, up to the next ``&`` or ``#``.
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
 
 def create_pool(url: str, **options: Any) -> Pool[Any]:
     """Create an unopened :class:`Pool` for the database at ``url``.
@@ -85,8 +88,10 @@ def redact_url(url: str) -> str:
 
     Malformed URLs are the ones quoted in error messages, so this does not rely on the scheme: the
     user-info is the text between the last ``/`` and the first ``@`` (when no ``?`` or ``#``
-    comes before it), and the password is what follows its first ``:``.
+    comes before it), and the password is what follows its first ``:``. A ``password=`` query
+    parameter (libpq and asyncpg accept one) is hidden as well.
     """
+    url = _PASSWORD_PARAMETER.sub(r"\1***", url)
     at = url.find("@")
     if at < 0 or "?" in url[:at] or "#" in url[:at]:
         return url

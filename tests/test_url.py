@@ -165,6 +165,12 @@ def test_a_url_that_is_not_a_string_is_refused() -> None:
         ("fake://", "fake://"),
         ("postgres:/user:secret@host", "postgres:/user:***@host"),
         ("user:secret@host", "user:***@host"),
+        ("postgresql://host/db?password=secret", "postgresql://host/db?password=***"),
+        (
+            "postgresql://u@h/db?sslmode=require&PASSWORD=s&x=1",
+            "postgresql://u@h/db?sslmode=require&PASSWORD=***&x=1",
+        ),
+        ("postgresql://u:a@h/db?password=b#frag", "postgresql://u:***@h/db?password=***#frag"),
     ],
 )
 def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
@@ -215,3 +221,25 @@ def test_a_built_in_driver_whose_client_is_missing_names_the_extra_to_install(
 
     with pytest.raises(ImportError, match=r"install aiodbpool\[postgres\]"):
         create_pool("postgresql://user:secret@host/app")
+
+
+@pytest.mark.parametrize(
+    ("url", "client", "extra"),
+    [
+        ("postgresql://app:secret@db/app", "asyncpg", "postgres"),
+        ("postgres://app:secret@db/app", "asyncpg", "postgres"),
+        ("sqlite:///app.db", "aiosqlite", "sqlite"),
+    ],
+)
+def test_a_missing_database_client_names_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, client: str, extra: str
+) -> None:
+    # As if the client library were not installed: importing it raises ImportError.
+    monkeypatch.setitem(sys.modules, client, None)
+    for module in ("aiodbpool.drivers.postgres", "aiodbpool.drivers.sqlite"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+
+    with pytest.raises(ImportError, match=rf"install aiodbpool\[{extra}\]") as failed:
+        create_pool(url)
+
+    assert "secret" not in str(failed.value)

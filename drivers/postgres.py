@@ -1,0 +1,220 @@
+"""The PostgreSQL driver, on asyncpg: the pool hands out plain ``asyncpg.Connection`` objects.
+
+Two things make this driver more than a thin wrapper:
+
+* **Cleaning a returned connection.** asyncpg tracks the server's transaction status locally, so
+  the default reset (``reset="transaction"``) returns without a round trip when the connection
+  is clean, and rolls back only when a transaction was left open or failed. ``reset="full"``
+  also clears session state (settings, ``LISTEN`` registrations, advisory locks, open cursors)
+  with asyncpg's own :meth:`asyncpg.Connection.reset`, which costs a round trip on every release.
+* **A holder cancelled mid-query.** asyncpg answers the cancellation by asking the server to
+  cancel the statement; until the server confirms, the connection is busy. The reset waits for
+  that confirmation (bounded by the pool's ``reset_timeout``; past it the pool discards the
+  connection), then rolls back, so the next user never meets a busy connection or a transaction
+  it did not start.
+
+Everything else is asyncpg's: the DSN and every ``asyncpg.connect`` keyword pass through.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from ..url import redact_url
+
+__all__ = ["PostgresDriver", "ResetMode", "from_url"]
+
+ResetMode: TypeAlias = Literal["transaction", "full"]
+"""How much :meth:`PostgresDriver.reset` cleans: the open transaction only, or all session state."""
+
+Password: TypeAlias = "str | Callable[[], str] | Callable[[], Awaitable[str]]"
+"""A password, or a function (plain or async) asked for one at each connect."""
+
+_SCHEMES = ("postgresql", "postgres")
+
+# Keywords the driver handles itself, or that asyncpg must not be given through this driver.
+_NOT_PASSED_THROUGH = frozenset({"dsn", "loop", "password"})
+_CONNECT_OPTIONS = frozenset(inspect.signature(asyncpg.connect).parameters) - _NOT_PASSED_THROUGH
+
+
+class PostgresDriver:
+    """Open, check and clean asyncpg connections for an :class:`aiodbpool.Pool`.
+
+    Arguments:
+
+    ``dsn``
+        A ``postgresql://`` (or ``postgres://``) URL, as asyncpg accepts it, including query
+        parameters such as ``?sslmode=require``. ``None`` leaves everything to the keywords
+        below and the ``PG*`` environment variables.
+    ``password``
+        The password, overriding one in the DSN; or a callable (sync or async) returning it,
+        called at every connect. Use a callable for rotating credentials such as cloud IAM
+        tokens: connections opened later get the current token.
+    ``init``
+        ``async def init(conn)``, run on each new connection before the pool first hands it
+        out: register type codecs, ``SET search_path``, prepare statements. If it raises, the
+        connection is closed and the connect fails. Settings made here survive the default
+        reset but not ``reset="full"`` (which runs ``RESET ALL``): with full resets, put
+        settings in ``server_settings`` instead.
+    ``reset``
+        ``"transaction"`` (the default) or ``"full"``; see :meth:`reset`.
+    ``**connect_options``
+        Any other keyword of :func:`asyncpg.connect`, passed through unchanged: ``ssl``,
+        ``server_settings``, ``statement_cache_size`` (``0`` behind PgBouncer in transaction
+        mode), ``command_timeout``, ``host``, ``port``, ``user``, ``database``, ``timeout``,
+        ``record_class``, ``connection_class``, ... An unknown keyword raises ``TypeError``
+        here, not at the first connect.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        password: Password | None = None,
+        init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+        reset: ResetMode = "transaction",
+        **connect_options: Any,
+    ) -> None:
+        if dsn is not None:
+            _check_dsn(dsn)
+        if reset not in ("transaction", "full"):
+            raise ValueError(f"reset must be 'transaction' or 'full', got {reset!r}")
+        if init is not None and not callable(init):
+            raise TypeError(f"init must be an async function, got {type(init).__name__}")
+        if password is not None and not (isinstance(password, str) or callable(password)):
+            raise TypeError(
+                "password must be a string or a function returning one, "
+                f"got {type(password).__name__}"
+            )
+        unknown = sorted(set(connect_options) - _CONNECT_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"unknown PostgreSQL driver option(s): {', '.join(unknown)} (the driver takes "
+                "password, init and reset, plus the keywords of asyncpg.connect)"
+            )
+        self._dsn = dsn
+        self._password = password
+        self._init = init
+        self._reset_mode: ResetMode = reset
+        self._connect_options = connect_options
+
+    @property
+    def reset_mode(self) -> ResetMode:
+        """``"transaction"`` or ``"full"``: what :meth:`reset` cleans."""
+        return self._reset_mode
+
+    async def connect(self) -> asyncpg.Connection:
+        """Open a connection and run the ``init`` callback on it."""
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, password=self._password, **self._connect_options
+        )
+        if self._init is not None:
+            try:
+                await self._init(conn)
+            except BaseException:
+                # Half set-up: never let it reach a user. terminate() needs no round trip,
+                # so a cancelled connect cannot leave the socket open either.
+                conn.terminate()
+                raise
+        return conn
+
+    async def close(self, conn: asyncpg.Connection) -> None:
+        """Close politely: tell the server goodbye and wait for the socket to close."""
+        await conn.close()
+
+    async def ping(self, conn: asyncpg.Connection) -> None:
+        """One round trip with the cheapest statement asyncpg can send."""
+        await conn.execute("SELECT 1")
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        """Make ``conn`` clean for its next user, or raise so the pool discards it.
+
+        ``reset="transaction"``: nothing to do, and nothing awaited, when no transaction is
+        open and no cancelled statement is pending; otherwise wait for the pending cancellation
+        and ``ROLLBACK``. Session state (``SET``, ``LISTEN``, advisory locks, cursors ``WITH
+        HOLD``, prepared statements) stays, which is what an ``init`` callback relies on.
+
+        ``reset="full"``: :meth:`asyncpg.Connection.reset` on every release: roll back, then
+        ``pg_advisory_unlock_all()``, ``CLOSE ALL``, ``UNLISTEN *`` and ``RESET ALL`` in one
+        statement, and drop the connection's listeners. One round trip each time; a
+        connection comes back as if new, whatever its last user did.
+        """
+        if conn.is_closed():
+            raise asyncpg.InterfaceError("the connection is closed")
+        if conn.is_in_transaction() or _cancellation_pending(conn):
+            # asyncpg runs a statement only after the server confirmed a pending cancellation,
+            # so this waits for it first; without a transaction the ROLLBACK is a no-op.
+            await conn.execute("ROLLBACK")
+            _forget_finished_transaction(conn)
+        if self._reset_mode == "full":
+            await conn.reset()
+
+    def is_closed(self, conn: asyncpg.Connection) -> bool:
+        """asyncpg's own flag: set when the socket closed or the server ended the session."""
+        return conn.is_closed()
+
+    def terminate(self, conn: asyncpg.Connection) -> None:
+        """Drop the socket at once, without telling the server."""
+        conn.terminate()
+
+    def transaction(self, conn: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
+        """asyncpg's transaction block: ``BEGIN`` on entry, ``COMMIT`` or ``ROLLBACK`` on exit."""
+        return conn.transaction()
+
+    def __repr__(self) -> str:
+        where = repr(redact_url(self._dsn)) if self._dsn is not None else "(PG* environment)"
+        return f"<PostgresDriver {where} reset={self._reset_mode!r}>"
+
+
+def from_url(url: str, **options: Any) -> PostgresDriver:
+    """Make a :class:`PostgresDriver` for a ``postgresql://`` or ``postgres://`` URL.
+
+    The entry point ``create_pool`` uses; keyword ``options`` are :class:`PostgresDriver`'s.
+    """
+    return PostgresDriver(url, **options)
+
+
+def _check_dsn(dsn: object) -> None:
+    """Refuse a DSN asyncpg would only reject at the first connect, with a redacted message."""
+    if not isinstance(dsn, str):
+        raise TypeError(f"dsn must be a string, got {type(dsn).__name__}")
+    parts = urlsplit(dsn)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(
+            f"not a PostgreSQL URL: {redact_url(dsn)!r} (expected "
+            "postgresql://user:password@host:port/database)"
+        )
+    try:
+        parts.port  # noqa: B018 -- urlsplit checks the port only when asked for it
+    except ValueError:
+        raise ValueError(
+            f"the port in {redact_url(dsn)!r} is not a number between 0 and 65535"
+        ) from None
+
+
+def _cancellation_pending(conn: asyncpg.Connection) -> bool:
+    """Whether a cancelled statement still waits for the server's confirmation.
+
+    asyncpg has no public way to ask; its own pool reads the same protocol flag. Should a later
+    asyncpg drop it, the answer is "yes": every reset then rolls back, slower but still safe,
+    and the test of the reset's fast path fails to say so.
+    """
+    is_cancelling = getattr(getattr(conn, "_protocol", None), "_is_cancelling", None)
+    return True if is_cancelling is None else bool(is_cancelling())
+
+
+def _forget_finished_transaction(conn: asyncpg.Connection) -> None:
+    """Clear asyncpg's record of a ``Transaction`` its holder started and never finished.
+
+    After our ``ROLLBACK`` the server has no transaction, but asyncpg would still treat the next
+    ``conn.transaction()`` as nested and send a ``SAVEPOINT``, which fails outside a transaction.
+    asyncpg's own reset clears the same attribute.
+    """
+    if getattr(conn, "_top_xact", None) is not None:
+        conn._top_xact = None  # type: ignore[attr-defined]
