@@ -1,7 +1,8 @@
 """Every Python example in the README and docs/ runs, so no example rots.
 
 A ```python block is executed as a module. If it defines ``async def test_...`` functions (the
-fake-driver guide's examples are tests for the reader's own suite), each one is run too.
+fake-driver guide's examples are tests for the reader's own suite), each one is run too. A block
+that reads ``DATABASE_URL`` gets the test suite's PostgreSQL server there.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def _examples() -> list[pytest.ParameterSet]:
 
 
 @pytest.mark.parametrize("source", _examples())
-def test_example_runs(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_runs(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    if "DATABASE_URL" in source:
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("pg_dsn"))
     namespace: dict[str, object] = {"__name__": "docs_example"}
     exec(compile(source, "<example>", "exec"), namespace)
     for name, value in namespace.items():
