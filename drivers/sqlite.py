@@ -1,0 +1,497 @@
+"""The SQLite driver: pooled ``aiosqlite`` connections to a database file or a shared memory one.
+
+SQLite is a library, not a server: each ``aiosqlite.Connection`` owns a worker thread that runs
+its statements one at a time, in the order they were queued. What a pool of them needs, and what
+this module does about it:
+
+* **One writer at a time.** A file database is opened in WAL mode, so readers never block the
+  writer nor each other, and with a busy timeout, so a writer that finds the write lock taken
+  waits for it instead of failing with "database is locked".
+* **Autocommit.** Connections are opened with ``isolation_level=None``: a statement outside an
+  explicit transaction commits at once. ``reset`` rolls back only a transaction the user opened
+  and left open, so returning a connection never silently drops a write.
+* **Transactions that do not deadlock.** :meth:`SQLiteDriver.transaction` starts with ``BEGIN
+  IMMEDIATE``: it takes the write lock first (waiting for it within the busy timeout), so a
+  transaction that reads then writes cannot fail halfway because another writer committed.
+* **A shared in-memory database.** ``:memory:`` would give each connection its own empty
+  database. The driver opens ``file:/<unique name>?vfs=memdb`` instead: one database shared by
+  every connection of the driver, with SQLite's normal locking, so the busy timeout applies. (A
+  shared-cache memory database would also be shared, but its table locks ignore the busy timeout:
+  concurrent writers fail at once with "database table is locked".) A memory database lives only
+  while a connection to it is open, and the pool may close all of its connections when they are
+  idle; the driver therefore holds one more connection, outside the pool, for its own lifetime
+  (see :meth:`SQLiteDriver.aclose`).
+* **Cancellation.** Cancelling a task does not stop the statement it was waiting for: that keeps
+  running in the connection's thread, and may even open a transaction after the task moved on
+  (a ``BEGIN`` that was waiting for the lock). When a task that is being cancelled gives a
+  connection back, or a transaction block is cancelled, the driver interrupts the running
+  statement (``sqlite3_interrupt``) and queues a rollback behind whatever is still queued; the
+  connection is reused only once a statement has run on it again, else the pool replaces it.
+  A statement abandoned by a task that is not being cancelled when it releases (it caught the
+  cancellation and went on) is not interrupted: it finishes before the next user's statements,
+  which queue behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sqlite3
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiosqlite
+
+from aiodbpool.url import redact_url
+
+__all__ = ["MEMORY", "SQLiteDriver", "from_url"]
+
+MEMORY: Final = ":memory:"
+"""The ``database`` that names the driver's shared in-memory database."""
+
+_JOURNAL_MODES: Final = ("wal", "delete", "truncate", "persist", "memory", "off")
+_SYNCHRONOUS_LEVELS: Final = ("off", "normal", "full", "extra")
+_TRANSACTION_MODES: Final = ("immediate", "deferred", "exclusive")
+_OPEN_MODES: Final = ("rwc", "rw", "ro")
+
+_ITER_CHUNK_SIZE: Final = 64
+"""Rows fetched per trip to the worker thread when iterating a cursor (aiosqlite's default)."""
+
+_URL_FORMS: Final = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:///:memory:"
+
+_Init = Callable[[aiosqlite.Connection], Awaitable[object]]
+"""An async callback run with each new connection, e.g. to register functions."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """Everything the worker thread needs to open and configure one sqlite3 connection."""
+
+    uri: str
+    busy_timeout: float
+    pragmas: tuple[tuple[str, str], ...]  # (name, value), applied in this order
+
+
+def _open(settings: _Settings) -> sqlite3.Connection:
+    """Open and configure a sqlite3 connection; runs in the aiosqlite worker thread that uses it.
+
+    Done in one trip to the thread rather than one per pragma. ``isolation_level=None`` is what
+    makes the connection autocommit (see the module docstring).
+    """
+    raw = sqlite3.connect(
+        settings.uri, uri=True, timeout=settings.busy_timeout, isolation_level=None
+    )
+    try:
+        for name, value in settings.pragmas:
+            raw.execute(f"PRAGMA {name}={value}").close()
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+class _Opener:
+    """The connector given to ``aiosqlite.Connection``: opens the connection and remembers it.
+
+    The driver keeps that handle to interrupt a statement from the event loop's thread
+    (``sqlite3.Connection.interrupt`` is the one call SQLite allows from another thread).
+    """
+
+    __slots__ = ("_settings", "raw")
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+        self.raw: sqlite3.Connection | None = None
+
+    def __call__(self) -> sqlite3.Connection:
+        self.raw = _open(self._settings)
+        return self.raw
+
+
+class SQLiteDriver:
+    """Pooled ``aiosqlite`` connections to one SQLite database (a file, or shared memory).
+
+    Every option is keyword-only, and each can also be given to ``create_pool`` (or, except
+    ``init``, as a query parameter of the ``sqlite://`` URL).
+
+    Args:
+        database: Path of the database file (relative paths are resolved against the current
+            directory when the driver is made), or ``":memory:"`` for one in-memory database
+            shared by all the driver's connections and kept for the driver's lifetime.
+        mode: ``"rwc"`` read-write, creating the file if needed; ``"rw"`` read-write, the file
+            must exist; ``"ro"`` read-only (no pragma that writes is applied). Files only.
+        journal_mode: ``PRAGMA journal_mode`` for a file database: ``"wal"`` lets readers work
+            while one writer writes. Memory databases always keep their journal in memory.
+        synchronous: ``PRAGMA synchronous``. ``None``: ``"normal"`` under WAL (safe against
+            application crashes; a power loss may undo the last commits), else SQLite's default
+            (``"full"``).
+        busy_timeout: Seconds a statement waits for a lock held by another connection before it
+            fails with "database is locked".
+        foreign_keys: ``PRAGMA foreign_keys``: enforce ``REFERENCES`` constraints.
+        transaction_mode: How :meth:`transaction` begins: ``"immediate"`` takes the write lock at
+            once; ``"deferred"`` only at the first write, so a transaction that read first can
+            fail with "database is locked" when another writer committed in between;
+            ``"exclusive"`` also keeps readers out (in WAL mode it is the same as immediate).
+        init: ``async def init(conn)`` run with each new connection after the pragmas, e.g. to
+            register functions or set ``row_factory``. If it raises, the connect fails.
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str],
+        *,
+        mode: str = "rwc",
+        journal_mode: str = "wal",
+        synchronous: str | None = None,
+        busy_timeout: float = 5.0,
+        foreign_keys: bool = True,
+        transaction_mode: str = "immediate",
+        init: _Init | None = None,
+    ) -> None:
+        path = os.fspath(database)
+        if not isinstance(path, str):
+            raise TypeError(f"database must be a path or {MEMORY!r}, got {database!r}")
+        if not path:
+            raise ValueError(f"database must be a file path or {MEMORY!r}, got an empty string")
+        mode = _choice("mode", mode, _OPEN_MODES)
+        journal_mode = _choice("journal_mode", journal_mode, _JOURNAL_MODES)
+        if synchronous is not None:
+            synchronous = _choice("synchronous", synchronous, _SYNCHRONOUS_LEVELS)
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise TypeError(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
+        if not 0 <= busy_timeout < math.inf:  # also rejects NaN
+            raise ValueError(
+                f"busy_timeout must be a finite number of seconds >= 0, got {busy_timeout!r}"
+            )
+        if not isinstance(foreign_keys, bool):
+            raise TypeError(f"foreign_keys must be True or False, got {foreign_keys!r}")
+        transaction_mode = _choice("transaction_mode", transaction_mode, _TRANSACTION_MODES)
+        if init is not None and not callable(init):
+            raise TypeError(f"init must be an async function taking a connection, got {init!r}")
+
+        memory = path == MEMORY
+        pragmas: list[tuple[str, str]] = []
+        if memory:
+            if mode != "rwc":
+                raise ValueError(f"mode={mode!r} does not apply to {MEMORY!r} (files only)")
+            # A name of our own, starting with "/": memdb shares it within this process.
+            uri = f"file:/aiodbpool-{uuid.uuid4().hex}?vfs=memdb"
+        else:
+            path = os.path.abspath(path)
+            # Path.as_uri escapes "?", "#" and "%", which would otherwise end the path.
+            uri = f"{Path(path).as_uri()}?mode={mode}"
+            if mode != "ro":
+                pragmas.append(("journal_mode", journal_mode))
+                if synchronous is None and journal_mode == "wal":
+                    synchronous = "normal"
+                if synchronous is not None:
+                    pragmas.append(("synchronous", synchronous))
+        pragmas.append(("foreign_keys", "on" if foreign_keys else "off"))
+        self._memory: Final = memory
+        self._database: Final = path
+        self._mode: Final = mode
+        self._settings: Final = _Settings(uri, float(busy_timeout), tuple(pragmas))
+        self._begin: Final = f"BEGIN {transaction_mode.upper()}"
+        self._init: Final = init
+
+        # The sqlite3 connection under each aiosqlite connection this driver opened, for
+        # interrupting it. Weak keys: a connection the pool forgot does not stay alive here.
+        self._raw: weakref.WeakKeyDictionary[aiosqlite.Connection, sqlite3.Connection] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Connections whose statement was interrupted and which have not yet run a statement
+        # since: until they do, a pending interrupt could fail their next user's statement.
+        self._interrupted: weakref.WeakSet[aiosqlite.Connection] = weakref.WeakSet()
+        # The connection that keeps the memory database alive, and the finalizer that closes it
+        # when the driver is collected or aclose() is called (opened by the first connect).
+        self._keepalive: weakref.finalize[[], SQLiteDriver] | None = None
+        self._closed = False  # aclose() was called
+
+    # -- the driver contract --------------------------------------------------------------------
+
+    async def connect(self) -> aiosqlite.Connection:
+        """Open a configured connection, then run ``init`` with it."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: aclose() released its database")
+        if self._memory and self._keepalive is None:
+            self._keep_memory_database()
+        opener = _Opener(self._settings)
+        # Cancellation safety: if cancelled while the thread opens the connection, aiosqlite
+        # stops the thread itself, and the thread closes what it opened.
+        conn = await aiosqlite.Connection(opener, _ITER_CHUNK_SIZE)
+        assert opener.raw is not None
+        self._raw[conn] = opener.raw
+        if self._init is not None:
+            try:
+                await self._init(conn)
+            except BaseException:
+                self.terminate(conn)  # also on cancellation: the thread must not outlive us
+                raise
+        return conn
+
+    async def close(self, conn: aiosqlite.Connection) -> None:
+        """Close ``conn`` after the statements already queued on it.
+
+        Built on ``conn.stop()`` rather than ``conn.close()``: when the pool's close timeout
+        cancels ``conn.close()``, that method waits again for the worker thread in a ``finally``,
+        so a stuck statement would hold the pool past its timeout. Cancelled here, the close
+        simply stops waiting, and the pool terminates the connection.
+        """
+        if self.is_closed(conn):
+            return
+        stopped = conn.stop()  # never blocks: queues "close the connection, end the thread"
+        assert stopped is not None  # a future of the running loop: None only outside any loop
+        await stopped
+
+    async def ping(self, conn: aiosqlite.Connection) -> None:
+        """Run ``SELECT 1`` (one trip to the thread; the cursor is read to the end)."""
+        await conn.execute_fetchall("SELECT 1")
+
+    async def reset(self, conn: aiosqlite.Connection) -> None:
+        """Make ``conn`` clean for its next user; returns without awaiting when it already is.
+
+        Clean means: no transaction open, not released by a cancelled task, no interrupt whose
+        outcome is unknown. Otherwise the statement a cancelled task left running is interrupted
+        and the transaction rolled back; the rollback is queued behind anything still running,
+        so whatever that opens is undone too. A closed connection is left to ``is_closed``.
+        """
+        dirty = _in_transaction(conn)
+        if dirty is None:
+            return  # closed: the pool asks is_closed next and discards it
+        if _being_cancelled():
+            # The task may have been cancelled while a statement of its own ran in the thread.
+            self._interrupt(conn)
+        elif not dirty and not (self._interrupted and conn in self._interrupted):
+            return
+        # Cancellation safety: if the reset is cancelled or times out here, the pool discards
+        # the connection with terminate(); nothing is half-changed on the event loop's side.
+        await self._settle(conn)
+
+    def is_closed(self, conn: aiosqlite.Connection) -> bool:
+        """Whether ``conn`` is closed; local: aiosqlite drops its sqlite3 connection on closing."""
+        return _in_transaction(conn) is None
+
+    # -- optional abilities ---------------------------------------------------------------------
+
+    def terminate(self, conn: aiosqlite.Connection) -> None:
+        """Close ``conn`` at once: interrupt its running statement and stop its thread.
+
+        Never blocks and never raises. Without the interrupt, a long query would keep running
+        (and keep the process from exiting: aiosqlite's thread is not a daemon) until it ended.
+        A wait for a lock is not interrupted by SQLite; it ends within ``busy_timeout``.
+        """
+        self._interrupt(conn)
+        conn.stop()  # queues "close and end the thread" behind what runs; never blocks
+
+    def transaction(
+        self, conn: aiosqlite.Connection
+    ) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """Run a block inside a transaction: ``BEGIN IMMEDIATE`` (see ``transaction_mode``),
+        then ``COMMIT`` on success, or ``ROLLBACK`` when the block raises.
+
+        If the block is cancelled, its running statement is interrupted and the transaction
+        rolled back before the cancellation goes on. The block's exception is re-raised; a
+        ``COMMIT`` that fails is rolled back and its error raised. If ``BEGIN`` itself fails
+        (the write lock stayed taken past ``busy_timeout``: "database is locked"; or a
+        transaction is already open), its error is raised and nothing is rolled back.
+        """
+        return self._transaction(conn)
+
+    # -- the driver's own resources -------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release the in-memory database, and refuse to open connections from now on.
+
+        Call it after closing the pool. A memory database lives while a connection to it is
+        open; the driver keeps one open, outside the pool, so that the data survives the pool
+        closing idle connections. It is released here, or when the driver is garbage-collected
+        (a pool made by ``create_pool`` is the only holder of its driver), or at interpreter
+        exit. For a file database this only marks the driver closed. Safe to call twice.
+        """
+        self._closed = True
+        if self._keepalive is not None:
+            self._keepalive()
+
+    @property
+    def database(self) -> str:
+        """The absolute path of the database file, or ``":memory:"``."""
+        return self._database
+
+    @property
+    def uri(self) -> str:
+        """The URI SQLite opens; ``sqlite3.connect(driver.uri, uri=True)`` reaches the same
+        database, including the memory one from elsewhere in this process."""
+        return self._settings.uri
+
+    def __repr__(self) -> str:
+        text = f"<SQLiteDriver {self._database!r}"
+        if self._mode != "rwc":
+            text += f" mode={self._mode}"
+        if self._closed:
+            text += " closed"
+        return text + ">"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _keep_memory_database(self) -> None:
+        """Open the connection that keeps the memory database alive; closed by ``aclose``.
+
+        A plain sqlite3 connection that never runs a statement: it holds no lock, and opening
+        or closing a memory database does no I/O, so this may run in the event loop's thread
+        (and close from a finalizer, in any thread).
+        """
+        keepalive = sqlite3.connect(self._settings.uri, uri=True, check_same_thread=False)
+        self._keepalive = weakref.finalize(self, keepalive.close)
+
+    def _interrupt(self, conn: aiosqlite.Connection) -> None:
+        """Abort the statement running in ``conn``'s thread, if any; never blocks or raises.
+
+        ``sqlite3_interrupt`` does nothing when no statement runs, but while a cursor is left
+        half-read the interrupt stays pending and fails the next statements too: so ``conn``
+        is marked until :meth:`_settle` proves a statement runs again.
+        """
+        self._interrupted.add(conn)
+        raw = self._raw.get(conn)
+        if raw is None:
+            return  # not opened by this driver
+        with suppress(sqlite3.ProgrammingError):  # the thread already closed it: nothing runs
+            raw.interrupt()
+
+    async def _settle(self, conn: aiosqlite.Connection) -> None:
+        """Roll back ``conn``'s transaction, and clear the mark of an interrupt.
+
+        The rollback is queued behind any statement still running or queued, so it also undoes
+        a ``BEGIN`` that a cancelled task left behind. Raises if the connection cannot be used
+        again; the pool then discards it.
+        """
+        await conn.rollback()
+        if conn in self._interrupted:
+            await self.ping(conn)  # fails while an interrupt is still pending
+            self._interrupted.discard(conn)
+
+    @asynccontextmanager
+    async def _transaction(self, conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+        try:
+            await conn.execute(self._begin)
+        except BaseException as error:
+            if not isinstance(error, Exception):
+                # Cancelled while BEGIN was queued or waiting for the lock: it may still open a
+                # transaction after this task moved on.
+                await self._abandon(conn)
+            raise  # an Exception: BEGIN failed, no transaction was opened by this block
+        try:
+            yield conn
+            await conn.commit()
+        except BaseException as error:
+            if isinstance(error, Exception):
+                await conn.rollback()
+            else:
+                await self._abandon(conn)
+            raise
+
+    async def _abandon(self, conn: aiosqlite.Connection) -> None:
+        """Undo the work of a cancelled transaction block before the cancellation goes on.
+
+        Its running statement is interrupted and the transaction rolled back. If that fails,
+        the error is not raised in place of the cancellation: ``conn`` stays marked, so ``reset``
+        tries again when it is released, and the pool discards it if that fails too.
+        """
+        self._interrupt(conn)
+        with suppress(sqlite3.Error, ValueError):
+            await self._settle(conn)
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` lower-cased if it is one of ``choices``, else an error naming the option."""
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _in_transaction(conn: aiosqlite.Connection) -> bool | None:
+    """``conn.in_transaction``, or None once ``conn`` is closed (aiosqlite then raises)."""
+    try:
+        return conn.in_transaction
+    except (ValueError, sqlite3.ProgrammingError):
+        return None
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task is being cancelled (it may have left a statement running)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+_FLAGS: Final = {"1": True, "true": True, "on": True, "yes": True}
+_FLAGS.update({"0": False, "false": False, "off": False, "no": False})
+
+
+def _flag(text: str) -> bool:
+    """A boolean URL parameter: 1/0, true/false, on/off or yes/no."""
+    try:
+        return _FLAGS[text.lower()]
+    except KeyError:
+        raise ValueError(text) from None
+
+
+_URL_PARAMETERS: Final[dict[str, Callable[[str], object]]] = {
+    "mode": str,
+    "journal_mode": str,
+    "synchronous": str,
+    "busy_timeout": float,
+    "foreign_keys": _flag,
+    "transaction_mode": str,
+}
+_DRIVER_OPTIONS: Final = (*_URL_PARAMETERS, "init")
+
+
+def from_url(url: str, **options: Any) -> SQLiteDriver:
+    """Make a :class:`SQLiteDriver` from a ``sqlite://`` URL, the entry point of ``create_pool``.
+
+    ``sqlite:///relative/app.db`` (relative to the current directory), ``sqlite:////abs/app.db``
+    or ``sqlite:///:memory:``. Query parameters set options (``?mode=ro&busy_timeout=10``);
+    keyword ``options`` (any :class:`SQLiteDriver` option) override them. Raises ValueError for
+    a malformed URL or parameter, TypeError for an unknown option, naming it.
+    """
+    parts = urlsplit(url)
+    shown = redact_url(url)
+    if parts.scheme != "sqlite":
+        raise ValueError(f"not a sqlite:// URL: {shown!r}")
+    if parts.netloc:
+        raise ValueError(
+            f"sqlite URL {shown!r} names a host ({redact_url(parts.netloc)!r}), but SQLite opens "
+            f"local files: use {_URL_FORMS}"
+        )
+    if parts.fragment:
+        raise ValueError(f"sqlite URL {shown!r} has a #fragment; expected {_URL_FORMS}")
+    path = unquote(parts.path)
+    if not path.startswith("/") or path == "/":
+        raise ValueError(f"sqlite URL {shown!r} names no database; expected {_URL_FORMS}")
+    params: dict[str, Any] = {}
+    for name, text in parse_qsl(parts.query, keep_blank_values=True):
+        convert = _URL_PARAMETERS.get(name)
+        if convert is None:
+            raise ValueError(
+                f"unknown sqlite:// URL parameter {name!r}; known: {', '.join(_URL_PARAMETERS)}"
+            )
+        if name in params:
+            raise ValueError(f"sqlite:// URL parameter {name!r} is given more than once")
+        try:
+            params[name] = convert(text)
+        except ValueError:
+            raise ValueError(f"sqlite:// URL parameter {name}={text!r} is not valid") from None
+    for name in options:
+        if name not in _DRIVER_OPTIONS:
+            raise TypeError(
+                f"unknown option {name!r} for a sqlite:// pool: it is neither an option of "
+                f"aiodbpool.Pool nor of the SQLite driver ({', '.join(_DRIVER_OPTIONS)})"
+            )
+    params.update(options)
+    return SQLiteDriver(path[1:], **params)
