@@ -657,6 +657,10 @@ class Pool(Generic[C]):
                 _describe(error),
             )
             return False
+        if self._clock() >= record.retire_at:
+            # The ping took so long that the connection's lifetime ended meanwhile.
+            self._drop(record, "evicted_lifetime")
+            return False
         return True
 
     async def _open_for_caller(self) -> _Record[C]:

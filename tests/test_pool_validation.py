@@ -183,3 +183,24 @@ async def test_silently_broken_connection_is_caught_by_validation() -> None:
 
         assert broken.closed
         assert pool.stats().validation_failures == 1
+
+
+async def test_a_connection_whose_lifetime_ends_during_its_ping_is_not_handed_out() -> None:
+    clock = FakeClock()
+    driver = FakeDriver()
+    pool = Pool(driver, validate_after_idle=0, max_lifetime=100, max_idle=None, clock=clock)
+    async with pool:
+        old = await _idle_connection(pool)
+        driver.stall_pings()
+        acquiring = asyncio.ensure_future(pool.acquire())
+        await wait_until(lambda: driver.stalled == 1)
+        clock.advance(1000)  # the ping outlasts the connection's lifetime
+        driver.heal()
+
+        conn = await acquiring
+
+        assert conn is not old
+        assert driver.is_closed(old)
+        assert pool.stats().evicted_lifetime == 1
+        await pool.release(conn)
+        check_books(pool)
