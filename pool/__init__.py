@@ -13,11 +13,13 @@ Then, inside a coroutine::
 from ._pool import Pool
 from .driver import Driver, SupportsTerminate, SupportsTransaction
 from .errors import PoolClosed, PoolConnectError, PoolError, PoolExhausted, PoolTimeout
+from .histogram import DurationHistogram
 from .stats import PoolStats
 from .url import create_pool
 
 __all__ = [
     "Driver",
+    "DurationHistogram",
     "Pool",
     "PoolClosed",
     "PoolConnectError",

@@ -53,6 +53,7 @@ from ._maintenance import Backoff, run_maintenance
 from ._waiters import Waiters
 from .driver import Driver
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
+from .histogram import _Recorder
 from .stats import PoolStats
 
 __all__ = ["Pool"]
@@ -257,6 +258,11 @@ class Pool(Generic[C]):
         self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held
         self._generation = 0  # bumped by expire(): connects begun before it are retired
         self._counters = _Counters()
+        # Durations per bucket, for stats() and metrics. Acquires on the fast path wait no
+        # time and are not recorded one by one: stats() adds them to the first wait bucket.
+        self._create_time = _Recorder()  # successful connects
+        self._wait_time = _Recorder()  # acquires that took the slow path
+        self._use_time = _Recorder()  # from hand-out to release
         self._backoff = Backoff(backoff_first, backoff_cap, self._rng)
         self._tasks: set[asyncio.Task[Any]] = set()  # background connects and closes
         self._maintenance_task: asyncio.Task[None] | None = None
@@ -456,6 +462,8 @@ class Pool(Generic[C]):
                 return  # close() already terminated it
             raise self._foreign_connection_error(conn, "release")
         record.released = True  # until it is handed out again
+        now = self._clock()
+        self._use_time.record(now - record.acquired_at)
         try:
             unfinished = begin(self._driver.reset(conn))
             if unfinished is not None:
@@ -464,6 +472,7 @@ class Pool(Generic[C]):
                 # here, the connection's state is unknown and it is discarded below.
                 async with asyncio.timeout(self._reset_timeout):
                     await unfinished
+                now = self._clock()  # the reset took time: the connection is idle from now
         except BaseException as error:
             self._reset_failed(record, error)
             if not isinstance(error, Exception):
@@ -472,7 +481,7 @@ class Pool(Generic[C]):
         if self._in_use.get(key) is not record:
             self._abandoned.pop(key, None)  # close() terminated it while the reset ran
             return
-        self._return_to_pool(record, self._clock())
+        self._return_to_pool(record, now)
 
     def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
         """A reset raised, timed out or was cancelled: the connection must not be reused."""
@@ -507,6 +516,11 @@ class Pool(Generic[C]):
             evicted_lifetime=counters.evicted_lifetime,
             wait_time_total=counters.wait_time_total,
             wait_time_max=counters.wait_time_max,
+            create_time=self._create_time.snapshot(),
+            wait_time=self._wait_time.snapshot(
+                extra_in_first_bucket=counters.acquired - counters.waited
+            ),
+            use_time=self._use_time.snapshot(),
         )
 
     @property
@@ -604,10 +618,12 @@ class Pool(Generic[C]):
         counters.waited += 1
         counters.wait_time_total += waited
         counters.wait_time_max = max(counters.wait_time_max, waited)
+        self._wait_time.record(waited)
         return self._hand_out(record, now)
 
     async def _obtain(self) -> _Record[C]:
         """Get a usable connection record, already booked in ``_in_use``."""
+        had_its_turn = False
         while True:
             self._check_open()
             if self._idle:
@@ -615,6 +631,9 @@ class Pool(Generic[C]):
                 self._in_use[id(record.conn)] = record
                 if await self._usable(record):
                     return record
+                # The connection was discarded; if this acquirer has to wait now, it waits at
+                # the head of the line, ahead of acquirers that arrived while it validated.
+                had_its_turn = True
                 continue
             if self._size() < self._settings.max_size:
                 self._opening += 1
@@ -626,7 +645,7 @@ class Pool(Generic[C]):
                     pool_name=self._name,
                 )
             # Cancellation safety: Waiters.wait hands back a grant that arrived too late.
-            grant = await self._waiters.wait(self._give_back)
+            grant = await self._waiters.wait(self._give_back, first=had_its_turn)
             if isinstance(grant, _Room):
                 return await self._open_for_caller()
             return grant  # a just-released connection: clean and fresh, no ping needed
@@ -772,6 +791,7 @@ class Pool(Generic[C]):
         returns it to the pool.
         """
         generation = self._generation
+        started = self._clock()
         try:
             conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
         except BaseException as error:
@@ -797,6 +817,7 @@ class Pool(Generic[C]):
             record.retire_at = -math.inf
         self._in_use[id(conn)] = record
         self._counters.created += 1
+        self._create_time.record(now - started)
         return record
 
     def _drop(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:

@@ -38,14 +38,20 @@ class Waiters(Generic[T]):
     def __len__(self) -> int:
         return len(self._queue)
 
-    async def wait(self, give_back: Callable[[T], None]) -> T:
+    async def wait(self, give_back: Callable[[T], None], *, first: bool = False) -> T:
         """Wait in line until something is offered to this waiter, and return it.
+
+        ``first`` puts the waiter at the head of the line instead of its end: for an acquirer
+        that already had its turn, but whose connection proved unusable.
 
         If the wait ends in an exception (timeout, cancellation) after a grant already arrived, the
         grant is passed to ``give_back`` so that nothing is lost, and the exception propagates.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(future)
+        if first:
+            self._queue.appendleft(future)
+        else:
+            self._queue.append(future)
         try:
             return await future
         except BaseException:

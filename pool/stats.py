@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .histogram import DurationHistogram
+
 __all__ = ["PoolStats"]
 
 
@@ -66,6 +68,19 @@ class PoolStats:
     wait_time_max: float
     """The longest of those acquisitions, in seconds."""
 
+    # Histograms.
+    create_time: DurationHistogram
+    """How long successful connects took."""
+    wait_time: DurationHistogram
+    """How long successful acquisitions took, waiting, validating and connecting included; those
+    that took an idle connection at once are counted in the first bucket."""
+    use_time: DurationHistogram
+    """How long connections were held, from hand-out to release."""
+
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dictionary, ready for JSON."""
-        return asdict(self)
+        data = asdict(self)
+        for name in ("create_time", "wait_time", "use_time"):
+            histogram: DurationHistogram = getattr(self, name)
+            data[name] = histogram.as_dict()
+        return data

@@ -76,6 +76,7 @@ def test_installed_environment_has_no_top_level_drivers_module(tmp_path: Path) -
 def test_public_names_are_the_documented_contract() -> None:
     assert set(aiodbpool.__all__) == {
         "Driver",
+        "DurationHistogram",
         "Pool",
         "PoolClosed",
         "PoolConnectError",

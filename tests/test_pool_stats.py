@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 
 import pytest
 from helpers import CountingClock, acquire, maintenance_rounds, wait_for_waiters, wait_until
 
-from aiodbpool import Pool, PoolConnectError, PoolStats, PoolTimeout
-from aiodbpool.drivers.fake import FakeConnection, FakeDriver
+from aiodbpool import DurationHistogram, Pool, PoolConnectError, PoolStats, PoolTimeout
+from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 COUNTERS = (
     "acquired",
@@ -198,3 +199,59 @@ async def test_as_dict_gives_every_field_ready_for_json() -> None:
     assert list(data) == [field.name for field in dataclasses.fields(PoolStats)]
     assert data["name"] == "app"
     assert json.loads(json.dumps(data)) == data
+
+
+# ------------------------------------------------------------------ duration histograms
+
+
+async def test_histograms_count_connects_waits_and_uses() -> None:
+    clock = FakeClock()
+    driver = FakeDriver()
+    async with Pool(driver, max_size=1, validate_after_idle=None, clock=clock) as pool:
+        first = await pool.acquire()  # the slow path: it opens a connection
+        clock.advance(0.3)
+        await pool.release(first)  # held 0.3 s
+        for _ in range(4):  # the fast path: an idle connection at once
+            async with pool.acquire():
+                clock.advance(0.002)
+        stats = pool.stats()
+
+    assert stats.create_time.count == 1
+    assert stats.wait_time.count == 5
+    assert stats.wait_time.counts[0] == 5  # no clock time passed while acquiring
+    assert stats.use_time.count == 5
+    assert stats.use_time.total == pytest.approx(0.308)
+    buckets = dict(zip((*stats.use_time.bounds, math.inf), stats.use_time.counts, strict=True))
+    assert buckets[0.0025] == 4  # 2 ms each
+    assert buckets[0.5] == 1  # 0.3 s
+    assert stats.use_time.cumulative()[-1] == (math.inf, 5)
+
+
+async def test_a_wait_is_recorded_with_its_duration() -> None:
+    clock = FakeClock()
+    async with Pool(FakeDriver(), max_size=1, clock=clock) as pool:
+        held = await pool.acquire()
+        waiting = asyncio.ensure_future(pool.acquire())
+        await wait_for_waiters(pool, 1)
+        clock.advance(0.04)
+        await pool.release(held)
+        await pool.release(await waiting)
+        wait_time = pool.stats().wait_time
+
+    assert wait_time.count == 2
+    assert sum(wait_time.counts[1:]) == 1
+    bounds = (*wait_time.bounds, math.inf)
+    assert [bound for bound, n in zip(bounds, wait_time.counts, strict=True) if n][-1] == 0.05
+    assert wait_time.total == pytest.approx(0.04)
+
+
+def test_a_histogram_as_json() -> None:
+    histogram = DurationHistogram(bounds=(0.1, 1.0), counts=(2, 0, 1), total=3.5)
+    assert histogram.count == 3
+    assert histogram.as_dict() == {
+        "bounds": [0.1, 1.0],
+        "counts": [2, 0, 1],
+        "count": 3,
+        "total": 3.5,
+    }
+    assert histogram.cumulative() == [(0.1, 2), (1.0, 2), (math.inf, 3)]

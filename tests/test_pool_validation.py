@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import acquire, check_books, wait_until
+from helpers import acquire, check_books, wait_for_waiters, wait_until
 
 from aiodbpool import Pool, PoolTimeout
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
@@ -203,4 +203,27 @@ async def test_a_connection_whose_lifetime_ends_during_its_ping_is_not_handed_ou
         assert driver.is_closed(old)
         assert pool.stats().evicted_lifetime == 1
         await pool.release(conn)
+        check_books(pool)
+
+
+async def test_an_acquirer_whose_connection_expired_while_pinged_keeps_its_place() -> None:
+    clock = FakeClock()
+    driver = FakeDriver()
+    pool = Pool(driver, max_size=1, validate_after_idle=0, max_idle=None, clock=clock)
+    async with pool:
+        old = await _idle_connection(pool)
+        driver.stall_pings()
+        validating = asyncio.ensure_future(pool.acquire())
+        await wait_until(lambda: driver.stalled == 1)
+        younger = asyncio.ensure_future(pool.acquire())  # arrives while the ping runs
+        await wait_for_waiters(pool, 1)
+        pool.expire()  # retires the connection being pinged
+        driver.heal()
+
+        first = await validating  # served before the younger acquirer, with a new connection
+
+        assert first is not old
+        assert not younger.done()
+        await pool.release(first)
+        await pool.release(await younger)
         check_books(pool)

@@ -47,6 +47,19 @@ async def test_grants_go_to_waiters_in_arrival_order() -> None:
     assert len(waiters) == 0
 
 
+async def test_a_waiter_that_already_had_its_turn_goes_first() -> None:
+    waiters: Waiters[str] = Waiters()
+    queued = await _queue(waiters, _Returned(), 2)
+    again = asyncio.create_task(waiters.wait(_Returned(), first=True))
+    await wait_until(_length_is(waiters, 3))
+
+    for grant in ("a", "b", "c"):
+        assert waiters.offer(grant)
+
+    assert await again == "a"
+    assert await asyncio.gather(*queued) == ["b", "c"]
+
+
 def test_an_offer_nobody_waits_for_is_refused() -> None:
     assert Waiters[str]().offer("grant") is False
 
