@@ -309,11 +309,12 @@ class SQLiteDriver:
     async def aclose(self) -> None:
         """Release the in-memory database, and refuse to open connections from now on.
 
-        Call it after closing the pool. A memory database lives while a connection to it is
-        open; the driver keeps one open, outside the pool, so that the data survives the pool
-        closing idle connections. It is released here, or when the driver is garbage-collected
-        (a pool made by ``create_pool`` is the only holder of its driver), or at interpreter
-        exit. For a file database this only marks the driver closed. Safe to call twice.
+        A memory database lives while a connection to it is open; the driver keeps one open,
+        outside the pool, so that the data survives the pool closing idle connections. It is
+        released here, or when the driver is garbage-collected, or at interpreter exit. A pool
+        made by ``create_pool`` (or with ``close_driver=True``) calls this when it closes; call
+        it yourself, after closing the pool, for a driver you made. For a file database this
+        only marks the driver closed. Safe to call twice.
         """
         self._closed = True
         if self._keepalive is not None:

@@ -11,7 +11,7 @@ Then, inside a coroutine::
 """
 
 from ._pool import Pool
-from .driver import Driver, SupportsTerminate, SupportsTransaction
+from .driver import Driver, SupportsAclose, SupportsTerminate, SupportsTransaction
 from .errors import PoolClosed, PoolConnectError, PoolError, PoolExhausted, PoolTimeout
 from .histogram import DurationHistogram
 from .stats import PoolStats
@@ -27,6 +27,7 @@ __all__ = [
     "PoolExhausted",
     "PoolStats",
     "PoolTimeout",
+    "SupportsAclose",
     "SupportsTerminate",
     "SupportsTransaction",
     "create_pool",

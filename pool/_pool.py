@@ -51,7 +51,7 @@ from ._calls import begin, call_with_timeout
 from ._clock import Clock, monotonic
 from ._maintenance import Backoff, run_maintenance
 from ._waiters import Waiters
-from .driver import Driver
+from .driver import Driver, SupportsAclose
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
 from .histogram import _Recorder
 from .stats import PoolStats
@@ -159,6 +159,9 @@ class Pool(Generic[C]):
         backoff_initial: First delay before retrying a failed background refill.
         backoff_max: Longest delay between refill attempts.
         clock: Zero-argument callable returning monotonic seconds; tests inject a manual clock.
+        close_driver: When the pool closes, also release the driver's own resources
+            (``await driver.aclose()``, for a driver that has it, such as SQLite's shared
+            in-memory database). ``create_pool`` sets it: the driver it makes belongs to the pool.
     """
 
     def __init__(
@@ -183,6 +186,7 @@ class Pool(Generic[C]):
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         clock: Clock | None = None,
+        close_driver: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -257,6 +261,7 @@ class Pool(Generic[C]):
         self._waiters: Waiters[_Record[C] | _Room] = Waiters()
         self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held
         self._generation = 0  # bumped by expire(): connects begun before it are retired
+        self._close_driver = bool(close_driver)
         self._counters = _Counters()
         # Durations per bucket, for stats() and metrics. Acquires on the fast path wait no
         # time and are not recorded one by one: stats() adds them to the first wait bucket.
@@ -372,10 +377,23 @@ class Pool(Generic[C]):
         assert self._closed_event is not None
         try:
             await self._shut_down(limit)
+            if self._close_driver and isinstance(self._driver, SupportsAclose):
+                await self._close_driver_resources()
         finally:
             self._state = _State.CLOSED
             self._closed_event.set()
         logger.debug("pool %r closed", self._name)
+
+    async def _close_driver_resources(self) -> None:
+        """``driver.aclose()`` after the last connection closed; a failure is only logged, since
+        the pool itself closed fine."""
+        assert isinstance(self._driver, SupportsAclose)
+        try:
+            await call_with_timeout(self._driver.aclose(), self._close_timeout)
+        except Exception as error:
+            logger.warning(
+                "pool %r: closing the driver's resources failed: %s", self._name, _describe(error)
+            )
 
     def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
         """Change ``min_size`` and/or ``max_size`` while the pool runs.

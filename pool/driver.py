@@ -4,12 +4,14 @@ A driver is any object with the five methods of :class:`Driver`; no base class i
 only ever talks to a database through these methods, which is what keeps ``aiodbpool`` itself free
 of any database dependency.
 
-Two abilities are optional, each its own small protocol so the required contract stays small:
+Three abilities are optional, each its own small protocol so the required contract stays small:
 
 * :class:`SupportsTerminate`: a synchronous hard close, used when a polite ``close`` timed out or a
   connection is in an unknown state (a ``reset`` that failed or was interrupted).
 * :class:`SupportsTransaction`: an async context manager that commits on success and rolls back on
   error; integrations use it to offer "a connection inside a transaction" for every driver.
+* :class:`SupportsAclose`: releases what the driver holds besides its connections (SQLite's shared
+  in-memory database); a pool created with ``close_driver=True`` calls it when it closes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Driver", "SupportsTerminate", "SupportsTransaction"]
+__all__ = ["Driver", "SupportsAclose", "SupportsTerminate", "SupportsTransaction"]
 
 C = TypeVar("C")
 C_contra = TypeVar("C_contra", contravariant=True)
@@ -73,4 +75,13 @@ class SupportsTransaction(Protocol[C_contra]):
     def transaction(self, conn: C_contra) -> AbstractAsyncContextManager[object]:
         """Return a context manager that begins a transaction on entry and commits on a clean
         exit or rolls back when the block raises."""
+        ...
+
+
+@runtime_checkable
+class SupportsAclose(Protocol):
+    """A driver that holds resources of its own, beyond the connections it opened."""
+
+    async def aclose(self) -> None:
+        """Release them; the driver opens no connection afterwards. Safe to call twice."""
         ...

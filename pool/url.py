@@ -58,6 +58,8 @@ def create_pool(url: str, **options: Any) -> Pool[Any]:
     pool_options = {key: value for key, value in options.items() if key in _POOL_OPTIONS}
     driver_options = {key: value for key, value in options.items() if key not in _POOL_OPTIONS}
     driver: Driver[Any] = factory(url, **driver_options)
+    # The driver was made for this pool alone, so closing the pool may release it too.
+    pool_options.setdefault("close_driver", True)
     return Pool(driver, **pool_options)
 
 

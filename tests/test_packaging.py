@@ -84,6 +84,7 @@ def test_public_names_are_the_documented_contract() -> None:
         "PoolExhausted",
         "PoolStats",
         "PoolTimeout",
+        "SupportsAclose",
         "SupportsTerminate",
         "SupportsTransaction",
         "create_pool",

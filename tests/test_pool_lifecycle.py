@@ -558,3 +558,46 @@ async def test_repr_shows_the_state_of_the_pool() -> None:
     assert repr(pool) == "<Pool 'app' open size=1 idle=1 in_use=0 waiting=0 max=4>"
     await pool.close()
     assert repr(pool) == "<Pool 'app' closed size=0 idle=0 in_use=0 waiting=0 max=4>"
+
+
+# ------------------------------------------------------------------ the driver's own resources
+
+
+class _DriverWithResources(FakeDriver):
+    """A fake driver that owns something beyond its connections, like SQLite's memory database."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.live_at_aclose: list[int] = []
+
+    async def aclose(self) -> None:
+        self.live_at_aclose.append(self.live)
+        if self.fail:
+            raise RuntimeError("could not release")
+
+
+async def test_close_driver_releases_the_drivers_resources_after_its_connections() -> None:
+    driver = _DriverWithResources()
+    async with Pool(driver, min_size=2, close_driver=True):
+        pass
+    assert driver.live_at_aclose == [0]
+
+
+async def test_by_default_the_driver_is_left_to_its_owner() -> None:
+    driver = _DriverWithResources()
+    async with Pool(driver, min_size=1):
+        pass
+    assert driver.live_at_aclose == []
+
+
+async def test_a_failing_aclose_is_logged_and_the_pool_still_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = _DriverWithResources(fail=True)
+    pool = Pool(driver, min_size=1, close_driver=True)
+    async with pool:
+        pass
+    assert pool.closed
+    assert driver.live_at_aclose == [0]
+    assert "closing the driver's resources failed: RuntimeError: could not release" in caplog.text

@@ -732,6 +732,27 @@ async def test_aclose_releases_the_memory_database() -> None:
     await driver.aclose()  # twice is fine
 
 
+async def test_a_pool_from_create_pool_releases_the_memory_database_when_it_closes() -> None:
+    pool = create_pool("sqlite:///:memory:")
+    driver = driver_of(pool)
+    async with pool:
+        await _make_table(pool)
+        pool.expire()  # no pooled connection left: the data lives on while the pool is open
+        assert raw_value(driver.uri, "SELECT count(*) FROM t") == 0
+    assert raw_value(driver.uri, "SELECT count(*) FROM t") is None
+    assert repr(driver) == "<SQLiteDriver ':memory:' closed>"
+
+
+async def test_close_driver_false_leaves_the_memory_database_to_its_owner() -> None:
+    pool = create_pool("sqlite:///:memory:", close_driver=False)
+    driver = driver_of(pool)
+    async with pool:
+        await _make_table(pool)
+    assert raw_value(driver.uri, "SELECT count(*) FROM t") == 0
+    await driver.aclose()
+    assert raw_value(driver.uri, "SELECT count(*) FROM t") is None
+
+
 async def test_aclose_of_a_file_driver_only_refuses_new_connections(tmp_path: Path) -> None:
     driver = SQLiteDriver(tmp_path / "app.db")
     await driver.aclose()
@@ -740,7 +761,7 @@ async def test_aclose_of_a_file_driver_only_refuses_new_connections(tmp_path: Pa
 
 
 async def test_a_collected_driver_releases_its_memory_database() -> None:
-    pool = create_pool("sqlite:///:memory:")
+    pool = create_pool("sqlite:///:memory:", close_driver=False)
     uri = driver_of(pool).uri
     async with pool:
         await _make_table(pool)
