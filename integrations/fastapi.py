@@ -1,0 +1,441 @@
+"""FastAPI integration: open pools with the app, lend connections to requests, report health.
+
+::
+
+    pool = create_pool(os.environ["DATABASE_URL"], max_size=10, acquire_timeout=5)
+    app = FastAPI(lifespan=lifespan(pool))  # opens the pool at start-up, closes it at shutdown
+    install(app)  # 503 when no connection can be had; health, stats and metrics routes
+
+    @app.get("/items")
+    async def items(conn: Annotated[asyncpg.Connection, Depends(connection)]) -> list[str]: ...
+
+How the pieces meet
+-------------------
+* :func:`lifespan` opens the pools and records them, by name, in the app's ``state``. The
+  dependencies look them up there through the request, so each app in a process has its own
+  pools, and a test that runs the lifespan gets pools of its own.
+* :data:`connection` and :data:`transaction` lend one connection per request and pool; the
+  transaction runs on that same connection. Both give the connection back when the path
+  operation returns, *before* the response is sent: a transaction is committed before the
+  client hears anything, so a commit that fails becomes an error response, never a 200.
+
+When FastAPI exits a dependency
+-------------------------------
+FastAPI runs the code after a dependency's ``yield`` either when the path operation function
+returns (``Depends(..., scope="function")``) or after the response has been sent (the default
+for dependencies with ``yield``). Users write ``Depends(transaction)``, without a scope, so
+:data:`transaction` is a plain ``async def`` that only passes on the connection, and the work
+with ``yield`` -- acquire and release, begin and commit -- lives in sub-dependencies declared
+with ``scope="function"``. The scope belongs to the ``Depends`` that declares a dependency, and
+these ``Depends`` are ours.
+
+This module does not use ``from __future__ import annotations``: FastAPI reads the dependencies'
+signatures at run time, and those made per pool name refer to functions of their own closure,
+which a string annotation could not name.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, FastAPI, params
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+
+from aiodbpool import (
+    Pool,
+    PoolClosed,
+    PoolConnectError,
+    PoolError,
+    PoolExhausted,
+    PoolTimeout,
+    SupportsTransaction,
+)
+
+__all__ = [
+    "connection",
+    "connection_for",
+    "install",
+    "lifespan",
+    "pool_for",
+    "transaction",
+    "transaction_for",
+]
+
+logger = logging.getLogger("aiodbpool.fastapi")
+
+_STATE_ATTRIBUTE: Final = "aiodbpool_pools"
+"""The attribute of ``app.state`` where :func:`lifespan` keeps the app's open pools by name."""
+
+_UNAVAILABLE: Final[dict[type[PoolError], tuple[str, str]]] = {
+    PoolTimeout: ("timeout", "no database connection became free in time"),
+    PoolExhausted: ("exhausted", "too many requests are already waiting for a database connection"),
+    PoolConnectError: ("connect_error", "the database cannot be reached"),
+    PoolClosed: ("closed", "the database pool is closed"),
+}
+"""The pool errors that mean "the service cannot serve now, try again": the ``reason`` each one
+gives in a 503 response, and its ``detail``. Deliberately fixed texts: the errors' own messages
+may name hosts and ports, which the clients have no business seeing."""
+
+
+# ---------------------------------------------------------------------- opening the pools
+
+
+def lifespan(
+    *pools: Pool[Any], close_timeout: float = 10.0
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """An app lifespan that opens ``pools`` at start-up and closes them at shutdown.
+
+    Pass it as ``FastAPI(lifespan=lifespan(pool))``. With an app lifespan of your own, enter
+    this one inside it -- ``async with lifespan(pool)(app):`` -- so the pools are open while
+    your start-up and shutdown code runs.
+
+    The first pool is the default one, lent by :data:`connection` and :data:`transaction`;
+    every pool is reachable by its name with :func:`connection_for` and :func:`transaction_for`.
+    Pool names must be unique within the app. At shutdown the pools are closed together;
+    connections still in use after ``close_timeout`` seconds are terminated.
+    """
+    if not pools:
+        raise TypeError("lifespan() needs at least one pool")
+    for pool in pools:
+        if not isinstance(pool, Pool):
+            raise TypeError(
+                f"lifespan() takes aiodbpool pools, got {type(pool).__name__} "
+                "(make one with aiodbpool.create_pool(url))"
+            )
+    names = [pool.name for pool in pools]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"two pools are named {repeated[0]!r}: give each pool of an app its own name, "
+            "e.g. create_pool(url, name='replica')"
+        )
+    if not 0 <= close_timeout < math.inf:  # also rejects NaN
+        raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}")
+
+    @asynccontextmanager
+    async def open_pools(app: Starlette) -> AsyncIterator[None]:
+        registered = _pools_of(app, create=True)
+        taken = [name for name in names if name in registered]
+        if taken:
+            raise ValueError(f"this app already has an open pool named {taken[0]!r}")
+        opened: list[Pool[Any]] = []
+        try:
+            for pool in pools:
+                await pool.open()
+                opened.append(pool)
+                registered[pool.name] = pool
+            yield
+        finally:
+            try:
+                # Closed together, so shutdown takes one close_timeout at most, not one per
+                # pool. Requests still running meanwhile find the pools registered but closed,
+                # and get PoolClosed (a 503 with install()) rather than "no pool".
+                await asyncio.gather(*(pool.close(close_timeout) for pool in opened))
+            finally:
+                for pool in opened:
+                    del registered[pool.name]
+
+    return open_pools
+
+
+def pool_for(request: HTTPConnection, name: str | None = None) -> Pool[Any]:
+    """The open pool called ``name`` of the app serving ``request``; by default, its first pool.
+
+    For work the dependencies do not cover, such as a background task or a streamed response
+    that needs a connection after the path operation returned: ``async with
+    pool_for(request).acquire() as conn: ...``.
+    """
+    registered = _open_pools(request)
+    if name is None:
+        return next(iter(registered.values()))
+    try:
+        return registered[name]
+    except KeyError:
+        known = ", ".join(repr(known) for known in registered)
+        raise RuntimeError(
+            f"this app has no pool named {name!r} (its pools: {known}); pass that pool to "
+            "lifespan()"
+        ) from None
+
+
+def _open_pools(request: HTTPConnection) -> dict[str, Pool[Any]]:
+    """The pools of the app serving ``request``; a clear error when its lifespan opened none."""
+    registered = _pools_of(request.app)
+    if not registered:
+        raise RuntimeError(
+            "this app has no aiodbpool pool: create it with "
+            "FastAPI(lifespan=aiodbpool.integrations.fastapi.lifespan(pool)), or enter "
+            "lifespan(pool)(app) in the app's own lifespan"
+        )
+    return registered
+
+
+def _pools_of(app: Starlette, *, create: bool = False) -> dict[str, Pool[Any]]:
+    """The app's open pools by name, in the order they were opened (the first is the default)."""
+    registered: dict[str, Pool[Any]] | None = getattr(app.state, _STATE_ATTRIBUTE, None)
+    if registered is None:
+        registered = {}
+        if create:
+            setattr(app.state, _STATE_ATTRIBUTE, registered)
+    return registered
+
+
+# ---------------------------------------------------------------------- the dependencies
+
+
+@dataclass(frozen=True, slots=True)
+class _Dependencies:
+    """The two dependencies that serve one pool of an app."""
+
+    connection: Callable[..., Awaitable[Any]]
+    transaction: Callable[..., Awaitable[Any]]
+
+
+def _make_dependencies(name: str | None) -> _Dependencies:
+    """Build the dependencies for the pool called ``name`` (``None``: the app's first pool)."""
+
+    async def lend(request: HTTPConnection) -> AsyncIterator[Any]:
+        # Given back on every way out of the path operation: its return, its exception, or its
+        # cancellation; the pool's release is safe when cancelled (see Pool.release).
+        async with pool_for(request, name).acquire() as conn:
+            yield conn
+
+    async def begin(
+        request: HTTPConnection, conn: Annotated[Any, Depends(lend, scope="function")]
+    ) -> AsyncIterator[Any]:
+        async with _transaction(pool_for(request, name), conn):
+            yield conn
+
+    async def connection(conn: Annotated[Any, Depends(lend, scope="function")]) -> Any:
+        """A connection of the pool, lent for this request.
+
+        It goes back to the pool when the path operation returns or raises, before the response
+        is sent; every dependency of the request that asks for it gets the same connection.
+        """
+        return conn
+
+    async def transaction(conn: Annotated[Any, Depends(begin, scope="function")]) -> Any:
+        """The request's connection of the pool, inside a transaction.
+
+        Committed when the path operation returns, before the response is sent; rolled back
+        when it raises (an ``HTTPException`` too). A commit that fails raises in place of the
+        response: the client gets an error, never a success for data that was not saved.
+        """
+        return conn
+
+    return _Dependencies(connection, transaction)
+
+
+def _transaction(pool: Pool[Any], conn: Any) -> AbstractAsyncContextManager[object]:
+    driver = pool.driver
+    if not isinstance(driver, SupportsTransaction):
+        raise TypeError(
+            f"the driver of pool {pool.name!r} ({type(driver).__name__}) cannot run "
+            "transactions: it has no transaction() method (see aiodbpool.SupportsTransaction)"
+        )
+    return driver.transaction(conn)
+
+
+_DEFAULT: Final = _make_dependencies(None)
+_NAMED: dict[str, _Dependencies] = {}
+
+connection: Final = _DEFAULT.connection
+"""Dependency: a connection of the app's default pool (the first given to :func:`lifespan`).
+
+``conn: Annotated[asyncpg.Connection, Depends(connection)]``. Lent for the request and given
+back when the path operation returns or raises, before the response is sent. Several
+dependencies of one request that ask for it share one connection.
+"""
+
+transaction: Final = _DEFAULT.transaction
+"""Dependency: the request's connection of the default pool, inside a transaction.
+
+``conn: Annotated[asyncpg.Connection, Depends(transaction)]``. Committed before the response is
+sent when the path operation returns; rolled back when it raises (``HTTPException`` included).
+A failed commit becomes an error response. It is the same connection that :data:`connection`
+gives in that request.
+"""
+
+
+def connection_for(name: str) -> Callable[..., Awaitable[Any]]:
+    """The :data:`connection` dependency for the pool called ``name``.
+
+    ``replica = connection_for("replica")``, then ``Depends(replica)``. Calls with the same name
+    return the same dependency, so a request gets one connection of that pool however many
+    times it is asked for.
+    """
+    return _named(name).connection
+
+
+def transaction_for(name: str) -> Callable[..., Awaitable[Any]]:
+    """The :data:`transaction` dependency for the pool called ``name``."""
+    return _named(name).transaction
+
+
+def _named(name: str) -> _Dependencies:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a pool name is a non-empty string, got {name!r}")
+    found = _NAMED.get(name)
+    if found is None:
+        found = _NAMED[name] = _make_dependencies(name)
+    return found
+
+
+# ---------------------------------------------------------------------- error responses and routes
+
+
+def install(
+    app: FastAPI,
+    *,
+    live_path: str | None = "/health/live",
+    ready_path: str | None = "/health/ready",
+    stats_path: str | None = "/pool/stats",
+    metrics_path: str | None = "/metrics",
+    dependencies: Sequence[params.Depends] = (),
+    ready_timeout: float = 1.0,
+    retry_after: int = 1,
+    include_in_schema: bool = False,
+) -> None:
+    """Answer 503 when the pools cannot serve, and add health, stats and metrics routes.
+
+    * ``PoolTimeout``, ``PoolExhausted``, ``PoolConnectError`` and ``PoolClosed`` become ``503
+      Service Unavailable`` with ``Retry-After: <retry_after>`` and a JSON body naming the pool
+      and the reason; the error itself is logged, not shown.
+    * ``live_path``: 200 while the process serves requests.
+    * ``ready_path``: each pool lends a connection and pings it within ``ready_timeout``
+      seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout.
+    * ``stats_path``: every pool's :class:`~aiodbpool.PoolStats` as JSON.
+    * ``metrics_path``: the pools' metrics in Prometheus' text format; only when
+      ``prometheus-client`` is installed.
+
+    A path set to ``None`` turns its route off. ``dependencies`` (e.g.
+    ``[Depends(require_admin)]``) run before the stats and metrics routes, to protect them; the
+    health routes stay open to probes.
+    """
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+        raise ValueError(f"retry_after must be a whole number of seconds >= 0, got {retry_after!r}")
+    if not 0 < ready_timeout < math.inf:
+        raise ValueError(f"ready_timeout must be a number of seconds > 0, got {ready_timeout!r}")
+    for path in (live_path, ready_path, stats_path, metrics_path):
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"route paths start with '/', got {path!r}")
+
+    async def pool_unavailable(request: Request, error: Exception) -> Response:
+        assert isinstance(error, PoolError)  # only registered for pool errors
+        reason, detail = _unavailable(error)
+        logger.warning("%s %s: 503 (%s): %s", request.method, request.url.path, reason, error)
+        return JSONResponse(
+            {"detail": detail, "pool": error.pool_name, "reason": reason},
+            status_code=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    for error_class in _UNAVAILABLE:
+        app.add_exception_handler(error_class, pool_unavailable)
+
+    if live_path is not None:
+        app.add_api_route(
+            live_path, _live, methods=["GET"], include_in_schema=include_in_schema, tags=["health"]
+        )
+    if ready_path is not None:
+
+        async def ready(request: Request) -> JSONResponse:
+            """Whether every pool can lend a working connection now."""
+            registered = _open_pools(request)
+            checks = await asyncio.gather(
+                *(_check(pool, ready_timeout) for pool in registered.values())
+            )
+            by_name = dict(zip(registered, checks, strict=True))
+            fit = all(check["status"] == "ok" for check in checks)
+            return JSONResponse(
+                {"status": "ok" if fit else "unavailable", "pools": by_name},
+                status_code=200 if fit else 503,
+            )
+
+        app.add_api_route(
+            ready_path, ready, methods=["GET"], include_in_schema=include_in_schema, tags=["health"]
+        )
+    if stats_path is not None:
+        app.add_api_route(
+            stats_path,
+            _stats,
+            methods=["GET"],
+            dependencies=dependencies,
+            include_in_schema=include_in_schema,
+            tags=["pool"],
+        )
+    if metrics_path is not None and _metrics_available():
+        from .prometheus import render  # here: it needs prometheus-client
+
+        async def metrics(request: Request) -> Response:
+            """The pools' metrics, for Prometheus to scrape."""
+            body, content_type = render(_open_pools(request).values())
+            return Response(body, headers={"Content-Type": content_type})
+
+        app.add_api_route(
+            metrics_path,
+            metrics,
+            methods=["GET"],
+            dependencies=dependencies,
+            include_in_schema=include_in_schema,
+            tags=["pool"],
+        )
+
+
+async def _live() -> dict[str, str]:
+    """The process is up and serving requests."""
+    return {"status": "ok"}
+
+
+async def _stats(request: Request) -> dict[str, Any]:
+    """A snapshot of every pool's gauges and counters."""
+    registered = _open_pools(request)
+    return {"pools": {name: pool.stats().as_dict() for name, pool in registered.items()}}
+
+
+async def _check(pool: Pool[Any], timeout: float) -> dict[str, Any]:
+    """Borrow a connection of ``pool`` and ping it, all within ``timeout`` seconds."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout), pool.acquire(timeout) as conn:
+            await pool.driver.ping(conn)
+    except Exception as error:
+        reason = _reason(error)
+        logger.warning(
+            "pool %r is not ready (%s): %s: %s", pool.name, reason, type(error).__name__, error
+        )
+        return {"status": "unavailable", "reason": reason}
+    return {"status": "ok", "seconds": round(time.perf_counter() - started, 6)}
+
+
+def _unavailable(error: Exception) -> tuple[str, str]:
+    """The ``reason`` and ``detail`` of a pool error in :data:`_UNAVAILABLE` (or a subclass)."""
+    for error_class, answer in _UNAVAILABLE.items():
+        if isinstance(error, error_class):
+            return answer
+    raise LookupError(f"not an error that means 'unavailable': {error!r}")
+
+
+def _reason(error: Exception) -> str:
+    """Why a readiness check failed, in one word for the JSON answer."""
+    if isinstance(error, tuple(_UNAVAILABLE)):
+        return _unavailable(error)[0]
+    if isinstance(error, TimeoutError):
+        return "timeout"  # the ping itself took too long
+    return "ping_failed"
+
+
+def _metrics_available() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        logger.info("prometheus-client is not installed: no metrics route")
+        return False
+    return True

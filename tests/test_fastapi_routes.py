@@ -1,0 +1,253 @@
+"""The routes ``install()`` adds: liveness, readiness, pool stats and Prometheus metrics.
+
+Readiness is checked against a PostgreSQL server that the test stops and starts again; the other
+routes run on SQLite files. Every app runs its lifespan for real and is called through httpx's
+ASGI transport in the test's event loop.
+
+No ``from __future__ import annotations`` here: FastAPI reads the annotations of the
+dependencies defined inside the tests at run time.
+"""
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Header, HTTPException
+from pgcluster import PgCluster
+
+from aiodbpool import Pool, create_pool
+from aiodbpool.integrations.fastapi import install, lifespan
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` with its lifespan entered, and a client that calls it in this event loop."""
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://app") as client,
+    ):
+        yield client
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, *, message: str
+) -> None:
+    """Ask ``check`` again and again until it says yes; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not true after {timeout}s: {message}", pytrace=False)
+        await asyncio.sleep(0.05)
+
+
+def sqlite_pool(tmp_path: Path, name: str = "default", **options: Any) -> Pool[Any]:
+    return create_pool(f"sqlite:///{tmp_path / f'{name}.db'}", name=name, **options)
+
+
+# ---------------------------------------------------------------------- health
+
+
+async def test_liveness_answers_while_the_process_runs(tmp_path: Path) -> None:
+    pool = sqlite_pool(tmp_path, max_size=1)
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+    async with running(app) as client:
+        async with pool.acquire():  # even when the pool has nothing to lend
+            response = await client.get("/health/live")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+
+
+async def test_readiness_pings_every_pool(tmp_path: Path) -> None:
+    primary = sqlite_pool(tmp_path, "primary")
+    replica = sqlite_pool(tmp_path, "replica", max_size=1, acquire_timeout=30)
+    app = FastAPI(lifespan=lifespan(primary, replica))
+    install(app, ready_timeout=0.2)
+    async with running(app) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200
+        body = ready.json()
+        assert body["status"] == "ok"
+        assert list(body["pools"]) == ["primary", "replica"]
+        assert all(pool["status"] == "ok" for pool in body["pools"].values())
+        assert all(pool["seconds"] >= 0 for pool in body["pools"].values())
+
+        async with replica.acquire():  # the replica cannot lend within ready_timeout
+            started = time.perf_counter()
+            busy = await client.get("/health/ready")
+            elapsed = time.perf_counter() - started
+        assert busy.status_code == 503
+        assert busy.json() == {
+            "status": "unavailable",
+            "pools": {
+                "primary": {"status": "ok", "seconds": busy.json()["pools"]["primary"]["seconds"]},
+                "replica": {"status": "unavailable", "reason": "timeout"},
+            },
+        }
+        assert elapsed < 10, "the check waited for the pool's acquire_timeout, not its own"
+        assert (await client.get("/health/ready")).status_code == 200
+        assert primary.stats().in_use == replica.stats().in_use == 0
+
+
+async def test_readiness_follows_the_database_down_and_up(pg_cluster: PgCluster) -> None:
+    pool = create_pool(pg_cluster.dsn, name="main", connect_timeout=5)
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app, ready_timeout=5)
+
+    async def ready(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get("/health/ready")
+
+    async with running(app) as client:
+        assert (await ready(client)).status_code == 200
+        try:
+            await asyncio.to_thread(pg_cluster.stop)
+            down = await ready(client)
+            assert down.status_code == 503
+            assert down.json()["status"] == "unavailable"
+            assert down.json()["pools"]["main"]["status"] == "unavailable"
+            assert down.json()["pools"]["main"]["reason"] in ("ping_failed", "connect_error")
+            # Once the broken connection is gone, a down server refuses new ones.
+            await eventually(
+                lambda: _reason_is(client, "connect_error"),
+                message="readiness reports connect_error while the server is down",
+            )
+            assert pg_cluster.password not in down.text
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        await eventually(
+            lambda: _status_is(client, 200), message="readiness is 200 once the server is back"
+        )
+        assert pool.stats().in_use == 0
+
+
+async def _status_is(client: httpx.AsyncClient, status: int) -> bool:
+    return (await client.get("/health/ready")).status_code == status
+
+
+async def _reason_is(client: httpx.AsyncClient, reason: str) -> bool:
+    pools = (await client.get("/health/ready")).json()["pools"]
+    return bool(pools["main"].get("reason") == reason)
+
+
+# ---------------------------------------------------------------------- stats and metrics
+
+
+async def test_stats_are_the_pools_snapshots(tmp_path: Path) -> None:
+    primary = sqlite_pool(tmp_path, "primary", max_size=3)
+    replica = sqlite_pool(tmp_path, "replica", max_size=2)
+    app = FastAPI(lifespan=lifespan(primary, replica))
+    install(app)
+    async with running(app) as client:
+        async with primary.acquire():
+            response = await client.get("/pool/stats")
+        assert response.status_code == 200
+        pools = response.json()["pools"]
+        assert list(pools) == ["primary", "replica"]
+        assert pools["primary"]["name"] == "primary"
+        assert pools["primary"]["in_use"] == 1
+        assert pools["primary"]["max_size"] == 3
+        assert pools["replica"]["max_size"] == 2
+        assert set(pools["replica"]) == set(replica.stats().as_dict())
+
+
+async def test_metrics_in_the_prometheus_format(tmp_path: Path) -> None:
+    pool = sqlite_pool(tmp_path, "orders")
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+    async with running(app) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert '="orders"' in response.text  # a label naming the pool
+
+
+async def test_no_metrics_route_without_prometheus_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
+    app = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path)))
+    install(app)
+    async with running(app) as client:
+        assert (await client.get("/metrics")).status_code == 404
+        assert (await client.get("/pool/stats")).status_code == 200
+
+
+# ---------------------------------------------------------------------- choosing the routes
+
+
+async def test_routes_can_move_or_be_turned_off(tmp_path: Path) -> None:
+    app = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path)))
+    install(
+        app,
+        live_path="/livez",
+        ready_path="/readyz",
+        stats_path=None,
+        metrics_path="/internal/metrics",
+    )
+    async with running(app) as client:
+        assert (await client.get("/livez")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/internal/metrics")).status_code == 200
+        for gone in ("/health/live", "/health/ready", "/pool/stats", "/metrics"):
+            assert (await client.get(gone)).status_code == 404, gone
+
+
+async def test_routes_stay_out_of_the_openapi_schema_unless_asked(tmp_path: Path) -> None:
+    hidden = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path, "hidden")))
+    install(hidden)
+    shown = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path, "shown")))
+    install(shown, include_in_schema=True)
+    assert hidden.openapi()["paths"] == {}
+    assert set(shown.openapi()["paths"]) == {
+        "/health/live",
+        "/health/ready",
+        "/pool/stats",
+        "/metrics",
+    }
+
+
+def test_install_checks_its_arguments() -> None:
+    app = FastAPI()
+    with pytest.raises(ValueError, match="start with '/'"):
+        install(app, ready_path="ready")
+    with pytest.raises(ValueError, match="ready_timeout"):
+        install(app, ready_timeout=0)
+    with pytest.raises(ValueError, match="retry_after"):
+        install(app, retry_after=-1)
+
+
+async def test_stats_and_metrics_can_be_protected(tmp_path: Path) -> None:
+    def require_admin(x_token: Annotated[str | None, Header()] = None) -> None:
+        if x_token is None:
+            raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Token"})
+        if x_token != "admin":
+            raise HTTPException(403, "admins only")
+
+    app = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path)))
+    install(app, dependencies=[Depends(require_admin)])
+    async with running(app) as client:
+        for path in ("/pool/stats", "/metrics"):
+            assert (await client.get(path)).status_code == 401, path
+            assert (await client.get(path, headers={"X-Token": "guest"})).status_code == 403
+            assert (await client.get(path, headers={"X-Token": "admin"})).status_code == 200
+        # Probes carry no credentials: the health routes stay open.
+        assert (await client.get("/health/live")).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_routes_without_the_lifespan_say_what_to_do() -> None:
+    app = FastAPI()
+    install(app)
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        for path in ("/health/ready", "/pool/stats", "/metrics"):
+            with pytest.raises(RuntimeError, match="no aiodbpool pool"):
+                await client.get(path)
+        assert (await client.get("/health/live")).status_code == 200
