@@ -38,6 +38,7 @@ import asyncio
 import math
 import os
 import sqlite3
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,6 +61,9 @@ _JOURNAL_MODES: Final = ("wal", "delete", "truncate", "persist", "memory", "off"
 _SYNCHRONOUS_LEVELS: Final = ("off", "normal", "full", "extra")
 _TRANSACTION_MODES: Final = ("immediate", "deferred", "exclusive")
 _OPEN_MODES: Final = ("rwc", "rw", "ro")
+
+_JOURNAL_RETRY_DELAY: Final = 0.005
+"""Seconds between attempts to switch a new file's journal mode while another connection does."""
 
 _ITER_CHUNK_SIZE: Final = 64
 """Rows fetched per trip to the worker thread when iterating a cursor (aiosqlite's default)."""
@@ -90,11 +94,33 @@ def _open(settings: _Settings) -> sqlite3.Connection:
     )
     try:
         for name, value in settings.pragmas:
-            raw.execute(f"PRAGMA {name}={value}").close()
+            if name == "journal_mode":
+                _set_journal_mode(raw, value, settings.busy_timeout)
+            else:
+                raw.execute(f"PRAGMA {name}={value}").close()
     except BaseException:
         raw.close()
         raise
     return raw
+
+
+def _set_journal_mode(raw: sqlite3.Connection, mode: str, busy_timeout: float) -> None:
+    """Switch the file's journal mode, waiting up to ``busy_timeout`` for other connections.
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once,
+    without its busy handler, when another connection is switching too: several connections
+    opened together on a new file (a pool filling up, several worker processes starting) would
+    fail. The mode is stored in the file, so this only happens until one switch has succeeded.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            raw.execute(f"PRAGMA journal_mode={mode}").close()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(_JOURNAL_RETRY_DELAY)  # in the connection's own worker thread
 
 
 class _Opener:

@@ -364,6 +364,24 @@ async def test_a_cancelled_init_leaves_no_thread(tmp_path: Path) -> None:
         await connecting
 
 
+async def test_connections_opened_together_on_a_new_file_all_switch_it_to_wal(
+    tmp_path: Path,
+) -> None:
+    # Two connections switching a new file's journal mode at the same moment: SQLite refuses
+    # one at once ("database is locked"), without waiting. The race is rare, hence many files.
+    failures = 0
+    for number in range(200):
+        driver = SQLiteDriver(tmp_path / f"new-{number}.db")
+        opened = await asyncio.gather(*(driver.connect() for _ in range(8)), return_exceptions=True)
+        for conn in opened:
+            if isinstance(conn, BaseException):
+                failures += 1
+            else:
+                await driver.close(conn)
+    assert failures == 0
+    assert raw_value(driver.uri, "PRAGMA journal_mode") == "wal"
+
+
 # ------------------------------------------------------------------ autocommit and reset
 
 
