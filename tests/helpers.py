@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -46,6 +46,18 @@ async def wait_until(
                 pytrace=False,
             )
         await asyncio.sleep(0.001)
+
+
+def finishes_at_once(awaitable: Awaitable[object]) -> bool:
+    """Whether a coroutine completes on its first step, that is without awaiting anything (no
+    I/O, no timer); it is closed either way."""
+    coroutine: Any = awaitable
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return True
+    coroutine.close()
+    return False
 
 
 def _describe(predicate: Callable[[], object]) -> str:

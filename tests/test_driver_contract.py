@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from helpers import wait_until
+from helpers import finishes_at_once, wait_until
 
 from aiodbpool import Driver, Pool, SupportsTerminate, SupportsTransaction, create_pool
 from aiodbpool.drivers.fake import FakeDriver
@@ -156,17 +156,6 @@ async def conn(adapter: Adapter) -> AsyncIterator[Any]:
         await adapter.driver.close(conn)
 
 
-def _finishes_at_once(awaitable: Awaitable[object]) -> bool:
-    """Whether a coroutine completes on its first step, that is without awaiting any I/O."""
-    coroutine: Any = awaitable
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        return True
-    coroutine.close()
-    return False
-
-
 # ------------------------------------------------------------------ connect, ping, close
 
 
@@ -198,7 +187,7 @@ async def test_terminate_closes_at_once(adapter: Adapter) -> None:
 @pytest.mark.parametrize("adapter", ALL, indirect=True)
 async def test_a_clean_connection_resets_without_any_io(adapter: Adapter, conn: Any) -> None:
     await adapter.execute(conn, "SELECT 1")
-    assert _finishes_at_once(adapter.driver.reset(conn))
+    assert finishes_at_once(adapter.driver.reset(conn))
 
 
 @pytest.mark.parametrize("adapter", ALL, indirect=True)

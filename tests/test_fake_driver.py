@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
+from helpers import finishes_at_once
 
 from aiodbpool import Driver, SupportsTerminate, SupportsTransaction
 from aiodbpool.drivers.fake import (
@@ -60,16 +61,6 @@ def _completes_without_suspending(coro: Coroutine[Any, Any, Any]) -> Any:
     with pytest.raises(StopIteration) as finished:
         coro.send(None)
     return finished.value.value
-
-
-def _suspends(coro: Coroutine[Any, Any, Any]) -> bool:
-    """Run ``coro`` one step and throw it away; say whether it suspended."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return False
-    coro.close()
-    return True
 
 
 # -- the contract -------------------------------------------------------------------------------
@@ -302,16 +293,16 @@ async def test_latency_makes_each_call_suspend_and_then_complete() -> None:
         reset_latency=SHORT,
         close_latency=SHORT,
     )
-    assert _suspends(driver.connect())
+    assert not finishes_at_once(driver.connect())
     conn = await driver.connect()
-    assert _suspends(driver.ping(conn))
+    assert not finishes_at_once(driver.ping(conn))
     await driver.ping(conn)
-    assert _suspends(conn.execute("SELECT 1"))
+    assert not finishes_at_once(conn.execute("SELECT 1"))
     await conn.execute("BEGIN")
-    assert _suspends(driver.reset(conn))
+    assert not finishes_at_once(driver.reset(conn))
     await driver.reset(conn)
     assert (conn.in_transaction, conn.resets) == (False, 1)
-    assert _suspends(driver.close(conn))
+    assert not finishes_at_once(driver.close(conn))
     await driver.close(conn)
     assert conn.closed
 

@@ -15,13 +15,13 @@ import gc
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
-from helpers import wait_until
+from helpers import finishes_at_once, wait_until
 from sqlite_helpers import (
     NUMBERS,
     SLOW_COUNT,
@@ -51,17 +51,6 @@ def driver_of(pool: Pool[aiosqlite.Connection]) -> SQLiteDriver:
     driver = pool.driver
     assert isinstance(driver, SQLiteDriver)
     return driver
-
-
-def _finishes_at_once(awaitable: Awaitable[object]) -> bool:
-    """Whether a coroutine completes on its first step, without awaiting anything."""
-    coroutine: Any = awaitable
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        return True
-    coroutine.close()
-    return False
 
 
 def _in_transaction(conn: aiosqlite.Connection) -> bool:
@@ -414,9 +403,9 @@ async def test_reset_rolls_back_what_the_last_user_left_uncommitted(tmp_path: Pa
 async def test_a_clean_connection_resets_without_awaiting(db_url: str) -> None:
     async with create_pool(db_url) as pool, pool.acquire() as conn:
         await conn.execute("SELECT 1")
-        assert _finishes_at_once(pool.driver.reset(conn))
+        assert finishes_at_once(pool.driver.reset(conn))
         await conn.execute("BEGIN")
-        assert not _finishes_at_once(pool.driver.reset(conn))
+        assert not finishes_at_once(pool.driver.reset(conn))
         await pool.driver.reset(conn)
         assert not conn.in_transaction
 
@@ -426,7 +415,7 @@ async def test_a_connection_its_user_closed_is_replaced(db_url: str) -> None:
         async with pool.acquire() as conn:
             await conn.close()
             assert pool.driver.is_closed(conn)
-            assert _finishes_at_once(pool.driver.reset(conn))
+            assert finishes_at_once(pool.driver.reset(conn))
         async with pool.acquire() as other:
             assert other is not conn
             assert await fetch_value(other, "SELECT 1") == 1
@@ -905,7 +894,7 @@ async def test_a_transaction_cancelled_while_begin_waits_leaves_no_transaction(
         assert not conn.in_transaction
         await conn.execute("INSERT INTO t VALUES ('after')")
         assert raw_value(driver.uri, "SELECT group_concat(x) FROM t") == "after"
-        assert _finishes_at_once(driver.reset(conn))  # settled: nothing left for reset
+        assert finishes_at_once(driver.reset(conn))  # settled: nothing left for reset
     finally:
         await driver.close(conn)
 
