@@ -310,7 +310,8 @@ def install(
       and the reason; the error itself is logged, not shown.
     * ``live_path``: 200 while the process serves requests.
     * ``ready_path``: each pool lends a connection and pings it within ``ready_timeout``
-      seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout.
+      seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout. Each
+      pool's answer also says whether its circuit breaker is ``"open"`` or ``"closed"``.
     * ``stats_path``: every pool's :class:`~aiodbpool.PoolStats` as JSON.
     * ``metrics_path``: the pools' metrics in Prometheus' text format; only when
       ``prometheus-client`` is installed.
@@ -411,8 +412,17 @@ async def _check(pool: Pool[Any], timeout: float) -> dict[str, Any]:
         logger.warning(
             "pool %r is not ready (%s): %s: %s", pool.name, reason, type(error).__name__, error
         )
-        return {"status": "unavailable", "reason": reason}
-    return {"status": "ok", "seconds": round(time.perf_counter() - started, 6)}
+        return {"status": "unavailable", "reason": reason, "breaker": _breaker(pool)}
+    return {
+        "status": "ok",
+        "seconds": round(time.perf_counter() - started, 6),
+        "breaker": _breaker(pool),
+    }
+
+
+def _breaker(pool: Pool[Any]) -> str:
+    """The state of the pool's circuit breaker, for the readiness answer."""
+    return "open" if pool.stats().breaker_open else "closed"
 
 
 def _unavailable(error: Exception) -> tuple[str, str]:

@@ -27,7 +27,9 @@ metric                                                 type       what
 
 and the pool's own counters, under ``aiodbpool_``: connections opening and closing,
 ``aiodbpool_connections_created_total``, ``..._closed_total``, ``..._discarded_total``,
-``aiodbpool_connect_errors_total``, ``aiodbpool_validation_failures_total``,
+``aiodbpool_connect_errors_total``, ``aiodbpool_validation_failures_total``, the circuit
+breaker's ``aiodbpool_breaker_open``, ``aiodbpool_connect_errors_in_a_row`` and
+``aiodbpool_breaker_rejections_total``,
 ``aiodbpool_evictions_total{reason="idle"|"lifetime"}`` and ``aiodbpool_acquires_total``.
 """
 
@@ -120,6 +122,20 @@ def _gauges(snapshots: list[PoolStats]) -> Iterator[Metric]:
         snapshots,
         lambda stats: stats.closing,
     )
+    yield _per_pool(
+        GaugeMetricFamily,
+        "aiodbpool_breaker_open",
+        "1 while the circuit breaker is open (acquirers needing a new connection fail at once).",
+        snapshots,
+        lambda stats: int(stats.breaker_open),
+    )
+    yield _per_pool(
+        GaugeMetricFamily,
+        "aiodbpool_connect_errors_in_a_row",
+        "Connects that failed since the last one that succeeded.",
+        snapshots,
+        lambda stats: stats.connect_errors_in_a_row,
+    )
 
 
 def _counters(snapshots: list[PoolStats]) -> Iterator[Metric]:
@@ -165,6 +181,13 @@ def _counters(snapshots: list[PoolStats]) -> Iterator[Metric]:
         "Attempts to open a connection that failed or timed out.",
         snapshots,
         lambda stats: stats.connect_errors,
+    )
+    yield _per_pool(
+        CounterMetricFamily,
+        "aiodbpool_breaker_rejections",
+        "Acquires that failed at once because the circuit breaker was open.",
+        snapshots,
+        lambda stats: stats.breaker_rejections,
     )
     yield _per_pool(
         CounterMetricFamily,

@@ -116,6 +116,7 @@ class _Counters:
     evicted_lifetime: int = 0
     wait_time_total: float = 0.0
     wait_time_max: float = 0.0
+    breaker_rejections: int = 0
 
 
 @dataclass(slots=True)
@@ -156,8 +157,13 @@ class Pool(Generic[C]):
         close_timeout: Limit for closing one connection politely; then it is terminated.
         leak_timeout: Log a warning, with the stack that acquired it, for a connection held longer.
         maintenance_interval: How often the background job looks at idle connections.
-        backoff_initial: First delay before retrying a failed background refill.
-        backoff_max: Longest delay between refill attempts.
+        backoff_initial: First delay before retrying after a failed connect (background refills
+            and circuit-breaker probes).
+        backoff_max: Longest delay between those attempts.
+        breaker_threshold: Consecutive failed connects that open the circuit breaker: then an
+            acquirer that needs a new connection fails at once with ``PoolConnectError``, and one
+            probe at a time, spaced by the backoff, tests the database until a connect succeeds.
+            Idle connections are still handed out. ``None`` turns the breaker off.
         clock: Zero-argument callable returning monotonic seconds; tests inject a manual clock.
         close_driver: When the pool closes, also release the driver's own resources
             (``await driver.aclose()``, for a driver that has it, such as SQLite's shared
@@ -185,6 +191,7 @@ class Pool(Generic[C]):
         maintenance_interval: float = 1.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        breaker_threshold: int | None = 5,
         clock: Clock | None = None,
         close_driver: bool = False,
     ) -> None:
@@ -243,6 +250,9 @@ class Pool(Generic[C]):
             raise ValueError(
                 f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap})"
             )
+        self._breaker_threshold = _options.check_count(
+            "breaker_threshold", breaker_threshold, minimum=1, allow_none=True
+        )
         self._clock: Final[Clock] = clock or monotonic
         self._rng = random.Random()
         # Looked up once: optional driver abilities (see aiodbpool.SupportsTerminate).
@@ -268,7 +278,12 @@ class Pool(Generic[C]):
         self._create_time = _Recorder()  # successful connects
         self._wait_time = _Recorder()  # acquires that took the slow path
         self._use_time = _Recorder()  # from hand-out to release
+        # When the next background connect (a refill, or a probe of the open breaker) may start.
         self._backoff = Backoff(backoff_first, backoff_cap, self._rng)
+        # Connects failed since the last success, whoever made them; the breaker is open while
+        # there are breaker_threshold of them. The last error is the cause it reports.
+        self._connect_errors_in_a_row = 0
+        self._last_connect_error: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # background connects and closes
         self._maintenance_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None  # pokes the maintenance job
@@ -534,6 +549,9 @@ class Pool(Generic[C]):
             evicted_lifetime=counters.evicted_lifetime,
             wait_time_total=counters.wait_time_total,
             wait_time_max=counters.wait_time_max,
+            breaker_open=self._breaker_open(),
+            connect_errors_in_a_row=self._connect_errors_in_a_row,
+            breaker_rejections=counters.breaker_rejections,
             create_time=self._create_time.snapshot(),
             wait_time=self._wait_time.snapshot(
                 extra_in_first_bucket=counters.acquired - counters.waited
@@ -654,6 +672,8 @@ class Pool(Generic[C]):
                 had_its_turn = True
                 continue
             if self._size() < self._settings.max_size:
+                if not self._breaker_allows_connect(reserved=0):
+                    raise self._breaker_error()
                 self._opening += 1
                 return await self._open_for_caller()
             if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
@@ -665,6 +685,9 @@ class Pool(Generic[C]):
             # Cancellation safety: Waiters.wait hands back a grant that arrived too late.
             grant = await self._waiters.wait(self._give_back, first=had_its_turn)
             if isinstance(grant, _Room):
+                if not self._breaker_allows_connect(reserved=1):
+                    self._give_back(grant)  # the next waiter decides for itself
+                    raise self._breaker_error()
                 return await self._open_for_caller()
             return grant  # a just-released connection: clean and fresh, no ping needed
 
@@ -801,7 +824,7 @@ class Pool(Generic[C]):
 
     # ------------------------------------------------------------------ opening and closing
 
-    async def _connect(self) -> _Record[C]:
+    async def _connect(self, *, background: bool = False) -> _Record[C]:
         """Open one connection in a slot the caller reserved (``_opening``), booked in use.
 
         The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot,
@@ -810,11 +833,14 @@ class Pool(Generic[C]):
         """
         generation = self._generation
         started = self._clock()
+        probe = self._breaker_open()  # the breaker lets only probes connect while it is open
         try:
             conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
         except BaseException as error:
             self._opening -= 1
             self._counters.connect_errors += 1
+            if isinstance(error, Exception):
+                self._connect_failed(error, probe=background or probe)
             self._after_removal()
             if not isinstance(error, Exception):
                 raise
@@ -836,6 +862,10 @@ class Pool(Generic[C]):
         self._in_use[id(conn)] = record
         self._counters.created += 1
         self._create_time.record(now - started)
+        if self._breaker_open():
+            logger.info("pool %r: a connect succeeded; circuit breaker closed", self._name)
+        self._connect_errors_in_a_row = 0
+        self._backoff.succeeded()
         return record
 
     def _drop(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
@@ -976,7 +1006,8 @@ class Pool(Generic[C]):
         self._refill(now)
         delay = self._maintenance_interval
         backoff = self._backoff
-        if backoff.failures and now < backoff.not_before and self._size() < self._settings.min_size:
+        wants_probe = self._size() < self._settings.min_size or self._breaker_open()
+        if backoff.failures and now < backoff.not_before and wants_probe:
             # Wake up for the next attempt. (Once it is due, _refill has just started it, or one
             # is under way: its failure wakes the job, so there is no reason to come back early.)
             delay = min(delay, backoff.not_before - now)
@@ -1021,8 +1052,14 @@ class Pool(Generic[C]):
             )
 
     def _refill(self, now: float) -> None:
-        """Open connections up to min_size; one probe at a time while the backoff is active."""
+        """Open connections up to min_size; one probe at a time while the backoff is active.
+
+        While the circuit breaker is open, probe even below min_size: the first connect that
+        succeeds closes the breaker.
+        """
         missing = self._settings.min_size - self._size()
+        if self._breaker_open() and self._size() < self._settings.max_size:
+            missing = max(missing, 1)
         if missing <= 0 or now < self._backoff.not_before:
             return
         if self._backoff.failures:
@@ -1035,19 +1072,72 @@ class Pool(Generic[C]):
 
     async def _refill_one(self) -> None:
         try:
-            record = await self._connect()
+            record = await self._connect(background=True)
         except PoolConnectError as error:
-            delay = self._backoff.failed(self._clock())
             logger.warning(
                 "pool %r: background connect failed (%d in a row), next try in %.2fs: %s",
                 self._name,
-                self._backoff.failures,
-                delay,
+                self._connect_errors_in_a_row,
+                max(0.0, self._backoff.not_before - self._clock()),
                 _describe(error.__cause__ or error),
             )
             return
-        self._backoff.succeeded()
         self._return_to_pool(record, self._clock())
+
+    # ------------------------------------------------------------------ the circuit breaker
+
+    def _connect_failed(self, error: Exception, *, probe: bool) -> None:
+        """Count a failed connect; enough of them in a row open the circuit breaker.
+
+        A failed ``probe`` (a background refill, or a connect made while the breaker was open)
+        and the failure that opens the breaker push the next probe further away (exponential
+        backoff). Other failures do not: acquirers failing before the breaker opened, or
+        connects still under way when it opened. So a database back after a short restart is
+        probed after about ``backoff_initial``, not after a delay grown by every failed request.
+        """
+        was_open = self._breaker_open()
+        self._connect_errors_in_a_row += 1
+        self._last_connect_error = error
+        opened = not was_open and self._breaker_open()
+        if probe or opened:
+            self._backoff.failed(self._clock())
+        if opened:
+            logger.warning(
+                "pool %r: %d connects failed in a row; circuit breaker open: acquirers that need "
+                "a new connection fail at once until a probe connects: %s",
+                self._name,
+                self._connect_errors_in_a_row,
+                _describe(error),
+            )
+        if self._wakeup is not None and self._breaker_open():
+            self._wakeup.set()  # the maintenance job schedules the next probe
+
+    def _breaker_open(self) -> bool:
+        threshold = self._breaker_threshold
+        return threshold is not None and self._connect_errors_in_a_row >= threshold
+
+    def _breaker_allows_connect(self, *, reserved: int) -> bool:
+        """Whether an acquirer may open a connection now (``reserved``: slots it already holds).
+
+        With the breaker open, one acquirer at a time may try, as the probe, once the backoff
+        delay has passed; connects under way while it is open are probes.
+        """
+        if not self._breaker_open():
+            return True
+        return self._opening == reserved and self._clock() >= self._backoff.not_before
+
+    def _breaker_error(self) -> PoolConnectError:
+        self._counters.breaker_rejections += 1
+        cause = self._last_connect_error
+        error = PoolConnectError(
+            f"pool {self._name!r} is not opening connections: the last "
+            f"{self._connect_errors_in_a_row} connects failed (circuit breaker open, next probe in "
+            f"{max(0.0, self._backoff.not_before - self._clock()):.2f}s)"
+            + (f": {_describe(cause)}" if cause is not None else ""),
+            pool_name=self._name,
+        )
+        error.__cause__ = cause
+        return error
 
     # ------------------------------------------------------------------ self-checks
 

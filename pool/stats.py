@@ -68,6 +68,14 @@ class PoolStats:
     wait_time_max: float
     """The longest of those acquisitions, in seconds."""
 
+    # The circuit breaker.
+    breaker_open: bool
+    """Whether the circuit breaker is open: acquirers needing a new connection fail at once."""
+    connect_errors_in_a_row: int
+    """Connects that failed since the last one that succeeded."""
+    breaker_rejections: int
+    """Acquisitions that failed at once with ``PoolConnectError`` because the breaker was open."""
+
     # Histograms.
     create_time: DurationHistogram
     """How long successful connects took."""

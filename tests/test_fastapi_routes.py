@@ -87,8 +87,12 @@ async def test_readiness_pings_every_pool(tmp_path: Path) -> None:
         assert busy.json() == {
             "status": "unavailable",
             "pools": {
-                "primary": {"status": "ok", "seconds": busy.json()["pools"]["primary"]["seconds"]},
-                "replica": {"status": "unavailable", "reason": "timeout"},
+                "primary": {
+                    "status": "ok",
+                    "seconds": busy.json()["pools"]["primary"]["seconds"],
+                    "breaker": "closed",
+                },
+                "replica": {"status": "unavailable", "reason": "timeout", "breaker": "closed"},
             },
         }
         assert elapsed < 10, "the check waited for the pool's acquire_timeout, not its own"
@@ -118,13 +122,25 @@ async def test_readiness_follows_the_database_down_and_up(pg_cluster: PgCluster)
                 lambda: _reason_is(client, "connect_error"),
                 message="readiness reports connect_error while the server is down",
             )
+            # Connects keep failing: the circuit breaker opens, and readiness says so.
+            await eventually(
+                lambda: _breaker_is(client, "open"),
+                message="readiness reports the open breaker while the server is down",
+            )
             assert pg_cluster.password not in down.text
         finally:
             await asyncio.to_thread(pg_cluster.start)
         await eventually(
             lambda: _status_is(client, 200), message="readiness is 200 once the server is back"
         )
+        assert await _breaker_is(client, "closed")
         assert pool.stats().in_use == 0
+
+
+async def _breaker_is(client: httpx.AsyncClient, state: str) -> bool:
+    answer = (await client.get("/health/ready")).json()
+    breaker: str = answer["pools"]["main"]["breaker"]
+    return breaker == state
 
 
 async def _status_is(client: httpx.AsyncClient, status: int) -> bool:

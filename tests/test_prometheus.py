@@ -51,6 +51,9 @@ async def test_the_metrics_follow_opentelemetry_names_and_label_each_pool() -> N
     assert samples[("db_client_connection_timeouts_total", pool)] == 1
     assert samples[("aiodbpool_acquires_total", pool)] == 3
     assert samples[("aiodbpool_connections_created_total", pool)] == 2
+    assert samples[("aiodbpool_breaker_open", pool)] == 0
+    assert samples[("aiodbpool_connect_errors_in_a_row", pool)] == 0
+    assert samples[("aiodbpool_breaker_rejections_total", pool)] == 0
     assert samples[("db_client_connection_max", (("pool_name", "replica"),))] == 5
     use = "db_client_connection_use_time_seconds"
     assert samples[(f"{use}_count", pool)] == 2
@@ -88,3 +91,16 @@ async def test_the_collector_works_in_an_applications_own_registry() -> None:
     assert scraped_after[used] == 0
     closed = ("aiodbpool_connections_closed_total", (("pool_name", "app"),))
     assert scraped_after[closed] == 0
+
+
+async def test_the_breaker_shows_in_the_metrics() -> None:
+    driver = FakeDriver()
+    async with Pool(driver, name="down", breaker_threshold=2) as pool:
+        driver.fail_connects()
+        for _ in range(3):
+            await asyncio.gather(pool.acquire(), return_exceptions=True)
+        samples = _samples(render([pool])[0])
+    pool_label = (("pool_name", "down"),)
+    assert samples[("aiodbpool_breaker_open", pool_label)] == 1
+    assert samples[("aiodbpool_connect_errors_in_a_row", pool_label)] == 2
+    assert samples[("aiodbpool_breaker_rejections_total", pool_label)] == 1
