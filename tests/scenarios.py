@@ -1,0 +1,73 @@
+"""Bookkeeping for the reliability scenarios: every operation is counted by how it ended.
+
+A scenario runs many operations while it injects faults. Each one must end in one of two ways:
+it succeeds, or it fails *cleanly* (with an error the scenario allows, such as ``PoolError``
+or the driver's "connection lost") within its bound. An operation still running after its bound
+is counted as *hung*, and every scenario asserts there are none.
+
+At the end a scenario reports one row: faults injected, operations attempted, succeeded, failed
+cleanly, hung, connections leaked, and the recovery time. With ``-s`` the row is printed; if
+the environment variable ``AIODBPOOL_SCENARIO_REPORT`` names a file, the row is appended to it
+as a Markdown table row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+REPORT_VARIABLE = "AIODBPOOL_SCENARIO_REPORT"
+
+HEADER = (
+    "| scenario | faults injected | attempted | succeeded | failed cleanly | hung | leaked "
+    "| recovery |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+)
+
+
+@dataclass
+class Tally:
+    """How the operations of one scenario ended."""
+
+    scenario: str
+    allowed: tuple[type[BaseException], ...]
+    """Errors that count as failing cleanly; any other error fails the test at once."""
+    attempted: int = 0
+    succeeded: int = 0
+    failed_cleanly: int = 0
+    hung: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    """Clean failures by error type, for the report."""
+
+    async def run(self, operation: Callable[[], Awaitable[object]], *, bound: float) -> bool:
+        """Run one operation within ``bound`` seconds; return whether it succeeded."""
+        self.attempted += 1
+        try:
+            async with asyncio.timeout(bound):
+                await operation()
+        except TimeoutError:
+            self.hung += 1
+            return False
+        except self.allowed as error:
+            self.failed_cleanly += 1
+            self.errors[type(error).__name__] += 1
+            return False
+        self.succeeded += 1
+        return True
+
+    def report(self, *, faults: str, leaked: int, recovery: str) -> str:
+        """The scenario's row of the reliability table; printed, and appended to the report."""
+        kinds = ", ".join(f"{name} {count}" for name, count in self.errors.most_common())
+        failed = f"{self.failed_cleanly}" + (f" ({kinds})" if kinds else "")
+        row = (
+            f"| {self.scenario} | {faults} | {self.attempted} | {self.succeeded} | {failed} "
+            f"| {self.hung} | {leaked} | {recovery} |"
+        )
+        print(f"\n{row}")
+        path = os.environ.get(REPORT_VARIABLE)
+        if path:
+            with open(path, "a", encoding="utf-8") as report:
+                report.write(row + "\n")
+        return row
