@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 import uvloop
+from faultproxy import FaultProxy
 from pgcluster import PgCluster, pgbouncer_binary
 
 TEST_DSN_VARIABLE = "AIODBPOOL_TEST_DSN"
@@ -81,3 +82,15 @@ def _pg_cluster_running_again(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if not cluster.is_running():
         cluster.start()
+
+
+@pytest.fixture
+async def fault_proxy(pg_cluster: PgCluster) -> AsyncIterator[FaultProxy]:
+    """A :class:`~faultproxy.FaultProxy` in front of ``pg_cluster``, started with no fault on
+    and stopped after the test (every connection through it is then reset).
+
+    Connect through it with ``fault_proxy.dsn_for(pg_cluster.dsn)``; see ``tests/faultproxy.py``
+    for the faults.
+    """
+    async with FaultProxy(pg_cluster.host, pg_cluster.port) as proxy:
+        yield proxy
