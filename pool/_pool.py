@@ -284,6 +284,10 @@ class Pool(Generic[C]):
         # there are breaker_threshold of them. The last error is the cause it reports.
         self._connect_errors_in_a_row = 0
         self._last_connect_error: BaseException | None = None
+        # Connects under way as probes: background refills while connects fail, and any
+        # connect while the breaker is open. One at a time; counted from the moment one is
+        # decided, so two acquirers cannot both become the probe.
+        self._probes = 0
         self._tasks: set[asyncio.Task[Any]] = set()  # background connects and closes
         self._maintenance_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None  # pokes the maintenance job
@@ -672,10 +676,11 @@ class Pool(Generic[C]):
                 had_its_turn = True
                 continue
             if self._size() < self._settings.max_size:
-                if not self._breaker_allows_connect(reserved=0):
-                    raise self._breaker_error()
+                probe = self._breaker_open()
+                if probe:
+                    self._claim_probe()  # or raise: the breaker refuses this connect
                 self._opening += 1
-                return await self._open_for_caller()
+                return await self._open_for_caller(probe=probe)
             if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
                 raise PoolExhausted(
                     f"pool {self._name!r} already has {len(self._waiters)} acquirers waiting "
@@ -685,10 +690,14 @@ class Pool(Generic[C]):
             # Cancellation safety: Waiters.wait hands back a grant that arrived too late.
             grant = await self._waiters.wait(self._give_back, first=had_its_turn)
             if isinstance(grant, _Room):
-                if not self._breaker_allows_connect(reserved=1):
-                    self._give_back(grant)  # the next waiter decides for itself
-                    raise self._breaker_error()
-                return await self._open_for_caller()
+                probe = self._breaker_open()
+                if probe:
+                    try:
+                        self._claim_probe()
+                    except PoolConnectError:
+                        self._give_back(grant)  # the next waiter decides for itself
+                        raise
+                return await self._open_for_caller(probe=probe)
             return grant  # a just-released connection: clean and fresh, no ping needed
 
     async def _usable(self, record: _Record[C]) -> bool:
@@ -723,13 +732,13 @@ class Pool(Generic[C]):
             return False
         return True
 
-    async def _open_for_caller(self) -> _Record[C]:
+    async def _open_for_caller(self, *, probe: bool = False) -> _Record[C]:
         """Open a connection in a slot already reserved for the calling acquirer.
 
         The connect runs in its own task, shielded from the caller: if the caller's deadline
         passes or it is cancelled, the connect goes on and its connection joins the pool.
         """
-        task = self._spawn(self._connect(), "connect")
+        task = self._spawn(self._connect(probe=probe), "connect")
         try:
             return await asyncio.shield(task)
         except BaseException:
@@ -824,19 +833,20 @@ class Pool(Generic[C]):
 
     # ------------------------------------------------------------------ opening and closing
 
-    async def _connect(self, *, background: bool = False) -> _Record[C]:
+    async def _connect(self, *, background: bool = False, probe: bool = False) -> _Record[C]:
         """Open one connection in a slot the caller reserved (``_opening``), booked in use.
 
         The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot,
         so it is counted in ``size`` at every moment; whoever asked for it then hands it out or
-        returns it to the pool.
+        returns it to the pool. ``probe``: the caller claimed the probe (see ``_claim_probe``).
         """
         generation = self._generation
         started = self._clock()
-        probe = self._breaker_open()  # the breaker lets only probes connect while it is open
         try:
             conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
         except BaseException as error:
+            if probe:
+                self._probes -= 1
             self._opening -= 1
             self._counters.connect_errors += 1
             if isinstance(error, Exception):
@@ -852,6 +862,8 @@ class Pool(Generic[C]):
                 f"pool {self._name!r} could not open a connection: {reason}",
                 pool_name=self._name,
             ) from error
+        if probe:
+            self._probes -= 1
         self._opening -= 1
         now = self._clock()
         lifetime = self._max_lifetime * (1.0 - LIFETIME_JITTER * self._rng.random())
@@ -1062,17 +1074,19 @@ class Pool(Generic[C]):
             missing = max(missing, 1)
         if missing <= 0 or now < self._backoff.not_before:
             return
-        if self._backoff.failures:
-            if self._opening:
+        probe = bool(self._backoff.failures) or self._breaker_open()
+        if probe:
+            if self._probes:
                 return  # a probe is already under way
             missing = 1
+            self._probes += 1
         for _ in range(missing):
             self._opening += 1
-            self._spawn(self._refill_one(), "refill")
+            self._spawn(self._refill_one(probe=probe), "refill")
 
-    async def _refill_one(self) -> None:
+    async def _refill_one(self, *, probe: bool) -> None:
         try:
-            record = await self._connect(background=True)
+            record = await self._connect(background=True, probe=probe)
         except PoolConnectError as error:
             logger.warning(
                 "pool %r: background connect failed (%d in a row), next try in %.2fs: %s",
@@ -1116,15 +1130,16 @@ class Pool(Generic[C]):
         threshold = self._breaker_threshold
         return threshold is not None and self._connect_errors_in_a_row >= threshold
 
-    def _breaker_allows_connect(self, *, reserved: int) -> bool:
-        """Whether an acquirer may open a connection now (``reserved``: slots it already holds).
+    def _claim_probe(self) -> None:
+        """Make the calling acquirer the breaker's probe, or raise ``PoolConnectError``.
 
-        With the breaker open, one acquirer at a time may try, as the probe, once the backoff
-        delay has passed; connects under way while it is open are probes.
+        With the breaker open, one connect at a time may try, once the backoff delay has passed.
+        Connects that were under way when it opened do not count: one stuck on a dead server
+        until its ``connect_timeout`` must not hold up the probe.
         """
-        if not self._breaker_open():
-            return True
-        return self._opening == reserved and self._clock() >= self._backoff.not_before
+        if self._probes or self._clock() < self._backoff.not_before:
+            raise self._breaker_error()
+        self._probes += 1
 
     def _breaker_error(self) -> PoolConnectError:
         self._counters.breaker_rejections += 1
@@ -1150,6 +1165,8 @@ class Pool(Generic[C]):
             errors.append(f"opening connections beyond max_size {self._settings.max_size}")
         if self._opening < 0 or self._closing < 0:
             errors.append(f"negative counts: opening={self._opening} closing={self._closing}")
+        if not 0 <= self._probes <= min(1, self._opening):
+            errors.append(f"{self._probes} probes under way, {self._opening} connects opening")
         idle_ids = {id(record.conn) for record in self._idle}
         if len(idle_ids) != len(self._idle):
             errors.append("a connection is idle twice")

@@ -44,18 +44,27 @@ class Tally:
     async def run(self, operation: Callable[[], Awaitable[object]], *, bound: float) -> bool:
         """Run one operation within ``bound`` seconds; return whether it succeeded."""
         self.attempted += 1
+        deadline = asyncio.timeout(bound)
         try:
-            async with asyncio.timeout(bound):
+            async with deadline:
                 await operation()
-        except TimeoutError:
-            self.hung += 1
+        except TimeoutError as error:
+            if deadline.expired():
+                self.hung += 1
+                return False
+            if not isinstance(error, self.allowed):
+                raise  # a timeout of the operation's own (PoolTimeout is one), not allowed here
+            self._failed_cleanly(error)
             return False
         except self.allowed as error:
-            self.failed_cleanly += 1
-            self.errors[type(error).__name__] += 1
+            self._failed_cleanly(error)
             return False
         self.succeeded += 1
         return True
+
+    def _failed_cleanly(self, error: BaseException) -> None:
+        self.failed_cleanly += 1
+        self.errors[type(error).__name__] += 1
 
     def report(self, *, faults: str, leaked: int, recovery: str) -> str:
         """The scenario's row of the reliability table; printed, and appended to the report."""
