@@ -36,7 +36,10 @@ def check_seconds(
     if not _is_number(value):
         expected = "a number of seconds" + (" or None" if allow_none else "")
         raise ValueError(f"{name} must be {expected}, got {value!r}")
-    seconds = float(value)  # type: ignore[arg-type]
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
     if math.isnan(seconds) or math.isinf(seconds):
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):

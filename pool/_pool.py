@@ -40,6 +40,7 @@ import random
 import traceback
 import warnings
 import weakref
+from _thread import get_ident
 from collections import deque
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
@@ -271,6 +272,7 @@ class Pool(Generic[C]):
         self._waiters: Waiters[_Record[C] | _Room] = Waiters()
         self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held
         self._generation = 0  # bumped by expire(): connects begun before it are retired
+        self._shrinking = False  # resize() went below the size: returning connections may close
         self._close_driver = bool(close_driver)
         self._counters = _Counters()
         # Durations per bucket, for stats() and metrics. Acquires on the fast path wait no
@@ -295,6 +297,10 @@ class Pool(Generic[C]):
         self._closed_event: asyncio.Event | None = None  # set when close() has finished
         self._close_requested = False  # close() was called: a failing open() must not undo it
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The thread running that loop. Comparing thread ids is what the fast paths can afford
+        # (asyncio.get_running_loop() costs several times more): a pool used from another
+        # loop's thread is sent to the slow path, which checks the loop itself.
+        self._thread: int | None = None
 
     # ------------------------------------------------------------------ public API: life cycle
 
@@ -326,6 +332,7 @@ class Pool(Generic[C]):
                 pool_name=self._name,
             )
         self._loop = asyncio.get_running_loop()
+        self._thread = get_ident()
         self._state = _State.OPEN
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
@@ -432,17 +439,10 @@ class Pool(Generic[C]):
         # Connections already closing count in size() but are on their way out: not excess.
         while self._idle and self._size() - self._closing > new_max:
             self._discard(self._idle.popleft(), "evicted_lifetime")
-        # The rest of the excess is in use: mark that many to retire when they come back (those
-        # an earlier resize() or expire() marked already count; connects under way are checked
-        # by _connect when they finish).
-        marked = sum(record.retire_at == -math.inf for record in self._in_use.values())
-        excess = len(self._idle) + len(self._in_use) - marked - new_max
-        for record in self._in_use.values():
-            if excess <= 0:
-                break
-            if record.retire_at != -math.inf:
-                record.retire_at = -math.inf
-                excess -= 1
+        # The rest of the excess is in use: whichever connections come back first while the
+        # pool is still above the new bound are closed (connects under way are checked by
+        # _connect when they finish).
+        self._shrinking = self._size() - self._closing > new_max
         self._after_removal()
 
     def expire(self) -> None:
@@ -498,6 +498,8 @@ class Pool(Generic[C]):
             if self._abandoned.pop(key, None) is not None:
                 return  # close() already terminated it
             raise self._foreign_connection_error(conn, "release")
+        if get_ident() != self._thread:
+            self._check_loop()
         record.released = True  # until it is handed out again
         now = self._clock()
         self._use_time.record(now - record.acquired_at)
@@ -617,6 +619,7 @@ class Pool(Generic[C]):
             now - record.released_at >= self._validate_after_idle
             or now >= record.retire_at
             or self._is_closed(record.conn)
+            or get_ident() != self._thread  # another loop's thread: the slow path explains
         ):
             return None
         idle.pop()
@@ -626,11 +629,7 @@ class Pool(Generic[C]):
     async def _acquire_slowly(self, timeout: float | None) -> C:
         """The slow path: wait in line, validate or connect, all within one deadline."""
         self._check_open()
-        if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(
-                f"pool {self._name!r} was opened in another event loop; a pool belongs to the "
-                "loop that opened it (create one pool per loop, e.g. per worker thread)"
-            )
+        self._check_loop()
         limit = self._acquire_timeout if timeout is None else timeout
         started = self._clock()
         deadline = asyncio.timeout(limit)
@@ -776,6 +775,15 @@ class Pool(Generic[C]):
             return  # _connect already freed the slot and counted the error
         self._return_to_pool(task.result(), self._clock())
 
+    def _check_loop(self) -> None:
+        """Refuse a call from an event loop other than the pool's: its connections, futures and
+        tasks belong to the loop that opened it."""
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"pool {self._name!r} was opened in another event loop; a pool belongs to the "
+                "loop that opened it (create one pool per loop, e.g. per worker thread)"
+            )
+
     def _check_open(self) -> None:
         if self._state is _State.OPEN:
             return
@@ -793,14 +801,16 @@ class Pool(Generic[C]):
         """A booked-in-use connection is available again: give it to a waiter, or park it idle.
 
         It is closed instead if it must not be reused: the pool is closing, it reached its
-        lifetime or use count (``expire()`` and ``resize()`` mark connections by setting their
-        ``retire_at`` to minus infinity), or the driver says it is closed.
+        lifetime or use count (``expire()`` marks connections by setting their ``retire_at`` to
+        minus infinity), the driver says it is closed, or ``resize()`` shrank the pool below
+        its size.
         """
         if (
             self._state is not _State.OPEN
             or now >= record.retire_at
             or record.uses >= self._max_uses
             or self._is_closed(record.conn)
+            or (self._shrinking and self._above_max_size())
         ):
             self._retire(record)
             return
@@ -809,6 +819,14 @@ class Pool(Generic[C]):
             return  # it stays booked in _in_use, now for the waiter
         del self._in_use[id(record.conn)]
         self._idle.append(record)
+
+    def _above_max_size(self) -> bool:
+        """After a ``resize()`` down: whether the pool, with the returning connection, is still
+        above its bound. Once it is not, the check is switched off (``_shrinking``)."""
+        if self._size() - self._closing > self._settings.max_size:
+            return True
+        self._shrinking = False
+        return False
 
     def _retire(self, record: _Record[C]) -> None:
         """Close a returning connection that must not be reused, counting why."""

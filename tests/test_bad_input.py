@@ -246,6 +246,54 @@ async def test_a_pool_used_from_another_threads_loop_says_so_and_serves_on_at_ho
         check_books(pool)
 
 
+async def test_an_idle_connection_is_not_lent_to_another_threads_loop() -> None:
+    """The fast path too: with a ready idle connection, a loop in another thread is refused."""
+    home = asyncio.get_running_loop()
+    async with Pool(FakeDriver(), min_size=1, clock=FakeClock()) as pool:
+        before = pool.stats()
+        assert before.idle == 1
+
+        async def acquire_there() -> None:
+            await pool.acquire(timeout=30)
+
+        with pytest.raises(RuntimeError, match="opened in another event loop"):
+            await asyncio.to_thread(
+                _run_in_a_thread_of_its_own, lambda: _new_loop_like(home), acquire_there
+            )
+        assert pool.stats() == before
+        async with pool.acquire() as conn:
+            assert await conn.execute("SELECT 1") == "OK"
+
+
+async def test_a_release_from_another_threads_loop_is_refused_and_can_be_retried() -> None:
+    home = asyncio.get_running_loop()
+    async with Pool(FakeDriver(), max_size=1, clock=FakeClock()) as pool:
+        held = await pool.acquire()
+
+        async def release_there() -> None:
+            await pool.release(held)
+
+        with pytest.raises(RuntimeError, match="opened in another event loop"):
+            await asyncio.to_thread(
+                _run_in_a_thread_of_its_own, lambda: _new_loop_like(home), release_there
+            )
+        assert pool.stats().in_use == 1  # still lent: the home loop gives it back
+        await pool.release(held)
+        check_books(pool)
+
+
+@pytest.mark.parametrize("option", ["acquire_timeout", "connect_timeout", "max_idle"])
+def test_an_integer_too_large_for_a_float_is_refused_naming_the_option(option: str) -> None:
+    with pytest.raises(ValueError, match=f"{option} must be a finite number of seconds"):
+        Pool(FakeDriver(), **{option: 10**400})  # type: ignore[arg-type]
+
+
+async def test_an_acquire_timeout_too_large_for_a_float_is_refused() -> None:
+    async with Pool(FakeDriver()) as pool:
+        with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
+            pool.acquire(timeout=10**400)
+
+
 # ------------------------------------------------------------------ random valid and invalid calls
 
 MACHINE_TIMEOUT = 30.0

@@ -164,3 +164,20 @@ async def test_resize_rejects_bad_sizes_and_changes_nothing(
             pool.resize(min_size=min_size, max_size=max_size)  # type: ignore[arg-type]
 
         assert (pool.stats().min_size, pool.stats().max_size) == (1, 4)
+
+
+async def test_after_shrinking_whichever_connection_comes_back_first_is_closed() -> None:
+    async with Pool(FakeDriver(), max_size=2) as pool:
+        first = await pool.acquire()
+        second = await pool.acquire()
+        pool.resize(max_size=1)
+
+        await pool.release(second)  # back first, while the pool is above its new bound
+
+        stats = pool.stats()
+        assert (stats.idle, stats.in_use, stats.closing) == (0, 1, 1)  # closed, not parked
+        await pool.release(first)  # now within the bound: it stays
+        await wait_until(lambda: pool.stats().closing == 0)
+        stats = pool.stats()
+        assert (stats.size, stats.idle) == (1, 1)
+        check_books(pool)
