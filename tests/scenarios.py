@@ -19,7 +19,24 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import asyncpg
+
+from aiodbpool import PoolError
+
 REPORT_VARIABLE = "AIODBPOOL_SCENARIO_REPORT"
+
+POSTGRES_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    PoolError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.OperatorInterventionError,  # SQLSTATE class 57: admin shutdown, terminated backend
+    asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
+    # asyncpg's error for a statement sent on a connection whose server has just said FATAL
+    # while asyncpg has not yet read the socket's end: "another operation is in progress".
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
+"""What an operation on PostgreSQL may fail with while the server is away: the pool's errors,
+or the driver's "the connection broke" errors. Anything else (or a hang) is a bug."""
 
 HEADER = (
     "| scenario | faults injected | attempted | succeeded | failed cleanly | hung | leaked "

@@ -18,22 +18,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 from pgcluster import PgCluster
-from scenarios import Tally
+from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
 
-from aiodbpool import Pool, PoolConnectError, PoolError, create_pool
-
-# What an operation may fail with while the server is away: the pool's errors, or the driver's
-# "the connection broke" errors. Anything else (or a hang) is a bug.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    PoolError,
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.OperatorInterventionError,  # SQLSTATE class 57: admin shutdown, terminated backend
-    asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
-    # asyncpg's error for a statement sent on a connection whose server has just said FATAL
-    # while asyncpg has not yet read the socket's end: "another operation is in progress".
-    asyncpg.InternalClientError,
-    ConnectionError,
-)
+from aiodbpool import Pool, PoolConnectError, create_pool
 
 # No single operation may take longer than this, outage or not.
 OPERATION_BOUND = 20.0
@@ -88,7 +75,7 @@ async def _bounded(operation: Callable[[], Awaitable[object]]) -> BaseException 
             await operation()
     except TimeoutError:
         pytest.fail(f"an operation took longer than {OPERATION_BOUND}s")
-    except OUTAGE_ERRORS as error:
+    except POSTGRES_OUTAGE_ERRORS as error:
         return error
     return None
 
@@ -166,7 +153,7 @@ async def test_with_validation_off_only_the_holder_of_a_killed_backend_fails(
     async with pool:
         conn = await pool.acquire()
         assert await _terminate_backends(pg_dsn, app_name) == 1
-        with pytest.raises(OUTAGE_ERRORS) as caught:
+        with pytest.raises(POSTGRES_OUTAGE_ERRORS) as caught:
             await conn.fetchval("SELECT 1")
         print(f"\nthe holder of the killed backend got: {caught.value!r}")
         await pool.release(conn)
@@ -197,7 +184,7 @@ async def test_the_pool_recovers_from_a_server_restart_under_load(pg_cluster: Pg
     """Scenario: 50 tasks query continuously while the server restarts."""
     app_name = _app_name()
     pool = _pool(pg_cluster.dsn, app_name, max_size=10, acquire_timeout=5, connect_timeout=5)
-    tally = Tally("database restart under load", allowed=OUTAGE_ERRORS)
+    tally = Tally("database restart under load", allowed=POSTGRES_OUTAGE_ERRORS)
     successes: list[float] = []  # when each successful operation ended
     failures: list[float] = []  # when each failed operation began
     warmed_up = asyncio.Event()

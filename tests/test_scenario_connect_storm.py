@@ -24,9 +24,9 @@ import asyncpg
 import pytest
 from helpers import check_books, wait_until
 from pgcluster import PgCluster
-from scenarios import Tally
+from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
 
-from aiodbpool import Pool, PoolConnectError, PoolError
+from aiodbpool import Pool, PoolConnectError
 from aiodbpool.drivers.postgres import PostgresDriver
 
 OUTAGE = 10.0
@@ -46,17 +46,6 @@ OPERATION_BOUND = CONNECT_TIMEOUT + 10.0
 CLIENT_PAUSE = 0.02
 """A client waits this long after a failed request before its next one, as real clients do;
 without it a client whose acquire fails without suspending would never let the loop run."""
-
-# What a request may fail with while the server is away: the pool's errors, or asyncpg's
-# "the connection broke" errors for requests whose connection died under them.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    PoolError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    ConnectionError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +175,7 @@ async def test_a_ten_second_refusal_is_met_with_backoff_and_the_pool_recovers(
         backoff_max=BACKOFF_MAX,
         breaker_threshold=BREAKER_THRESHOLD,
     )
-    tally = Tally("connect storm", allowed=OUTAGE_ERRORS)
+    tally = Tally("connect storm", allowed=POSTGRES_OUTAGE_ERRORS)
     requests: list[_Request] = []
     stop = asyncio.Event()
 

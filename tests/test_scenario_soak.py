@@ -42,9 +42,9 @@ import asyncpg
 import pytest
 from helpers import check_books, wait_until
 from pgcluster import PgCluster
-from scenarios import Tally
+from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
 
-from aiodbpool import Pool, PoolError, PoolTimeout, create_pool
+from aiodbpool import Pool, PoolTimeout, create_pool
 
 DURATION = float(os.environ.get("AIODBPOOL_SOAK_SECONDS", "10"))
 """Seconds of load per run (each event loop runs the test once)."""
@@ -67,14 +67,6 @@ MEMORY_GROWTH = 1_000_000
 """Bytes the traced memory may grow from the second sample to the last (the first one is
 taken before caches and the pool's histograms have warmed up)."""
 
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    PoolError,
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.OperatorInterventionError,  # SQLSTATE class 57: terminated, shutting down
-    asyncpg.InterfaceError,  # the connection closed under a statement
-    asyncpg.InternalClientError,  # a statement sent just as the server said FATAL
-    ConnectionError,
-)
 """What an operation may fail with during a fault: the pool's errors, or the driver's "the
 database ended this session" errors."""
 
@@ -219,7 +211,7 @@ async def test_a_soak_with_faults_keeps_memory_and_connections_flat(
         maintenance_interval=0.2,
         server_settings={"application_name": name},
     )
-    soak = Soak(Tally("soak", allowed=OUTAGE_ERRORS))
+    soak = Soak(Tally("soak", allowed=POSTGRES_OUTAGE_ERRORS))
     tally = soak.tally
     admin = Admin(pg_cluster, name)  # counts sessions
     killer = Admin(pg_cluster, name)  # terminates them, at the same time
