@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
+from helpers import check_books, wait_until
+from pgcluster import PgCluster
 
-from aiodbpool import PoolError
+from aiodbpool import Pool, PoolError, PoolStats
 
 REPORT_VARIABLE = "AIODBPOOL_SCENARIO_REPORT"
 
@@ -97,3 +101,57 @@ class Tally:
             with open(path, "a", encoding="utf-8") as report:
                 report.write(row + "\n")
         return row
+
+
+# ------------------------------------------------------------------ what the server shows
+
+SETTLE = 15.0
+"""Seconds allowed for the server's sessions to match the pool's (a backend ends a moment after
+its client's socket closes)."""
+
+
+async def server_sessions(pg_cluster: PgCluster, app_name: str) -> int:
+    """The server's sessions named ``app_name``, counted over its Unix socket (so never through
+    a fault proxy)."""
+    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    try:
+        count: int = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app_name
+        )
+        return count
+    finally:
+        await admin.close()
+
+
+async def sessions_settled(
+    pg_cluster: PgCluster, app_name: str, expected: int, timeout: float = SETTLE
+) -> int:
+    """The server's sessions of ``app_name`` once they number ``expected``, or after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (count := await server_sessions(pg_cluster, app_name)) != expected:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return count
+
+
+async def settled_books(
+    pool: Pool[Any], pg_cluster: PgCluster, app_name: str
+) -> tuple[PoolStats, int]:
+    """The pool's stats once no connect or close is under way, and the sessions the server shows
+    once they match the pool's size (or after :data:`SETTLE` seconds)."""
+    await wait_until(
+        lambda: pool.stats().opening == 0 and pool.stats().closing == 0,
+        timeout=SETTLE,
+        message="no connect or close under way",
+    )
+    stats = pool.stats()
+    check_books(pool)
+    return stats, await sessions_settled(pg_cluster, app_name, stats.size)
+
+
+def unaccounted(stats: PoolStats, shown: int, shown_after_close: int) -> int:
+    """Connections unaccounted for: still in use or opening, the server's sessions that the pool
+    does not hold, and sessions left once the pool is closed."""
+    return stats.in_use + stats.opening + abs(shown - stats.size) + shown_after_close

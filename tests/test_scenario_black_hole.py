@@ -23,9 +23,9 @@ from typing import Any
 
 import asyncpg
 from faultproxy import FaultProxy
-from helpers import check_books, maintenance_tasks, wait_until
+from helpers import maintenance_tasks, wait_until
 from pgcluster import PgCluster
-from scenarios import Tally
+from scenarios import Tally, sessions_settled, settled_books, unaccounted
 
 from aiodbpool import Pool, PoolConnectError, PoolError, PoolStats
 from aiodbpool.drivers.postgres import PostgresDriver
@@ -46,9 +46,6 @@ TIMER_SLACK = 0.05
 """How much earlier than asked a timer may seem to fire, measured with ``time.monotonic()``
 (uvloop reads its clock once per loop iteration)."""
 
-SETTLE = 15.0
-"""Seconds allowed for the server's sessions to match the pool's (a backend ends a moment after
-its socket closes)."""
 
 # What an operation may fail with while the network is broken: the pool's errors, or asyncpg's
 # "the connection broke" errors. Anything else, or a hang, is a bug.
@@ -73,50 +70,6 @@ def _pool(
         fault_proxy.dsn_for(pg_cluster.dsn), server_settings={"application_name": app_name}
     )
     return Pool(driver, name=app_name, **options)
-
-
-async def _sessions(pg_cluster: PgCluster, app_name: str) -> int:
-    """The server's sessions of ``app_name``, counted over its Unix socket, not the proxy."""
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
-    try:
-        count: int = await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app_name
-        )
-        return count
-    finally:
-        await admin.close()
-
-
-async def _sessions_settled(pg_cluster: PgCluster, app_name: str, expected: int) -> int:
-    """The server's sessions of ``app_name`` once they number ``expected``, or after
-    :data:`SETTLE` seconds."""
-    deadline = time.monotonic() + SETTLE
-    while (count := await _sessions(pg_cluster, app_name)) != expected:
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    return count
-
-
-async def _books(
-    pool: Pool[asyncpg.Connection], pg_cluster: PgCluster, app_name: str
-) -> tuple[PoolStats, int]:
-    """The pool's stats once no connect or close is under way, and the sessions the server shows
-    once they match the pool's size (or after :data:`SETTLE` seconds)."""
-    await wait_until(
-        lambda: pool.stats().opening == 0 and pool.stats().closing == 0,
-        timeout=SETTLE,
-        message="no connect or close under way",
-    )
-    stats = pool.stats()
-    check_books(pool)
-    return stats, await _sessions_settled(pg_cluster, app_name, stats.size)
-
-
-def _leaked(stats: PoolStats, shown: int, shown_after_close: int) -> int:
-    """Connections unaccounted for: still in use or opening, the server's sessions that the pool
-    does not hold, and sessions left once the pool is closed."""
-    return stats.in_use + stats.opening + abs(shown - stats.size) + shown_after_close
 
 
 async def _select_one(pool: Pool[asyncpg.Connection]) -> None:
@@ -177,10 +130,10 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
         served += [
             await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(4)
         ]
-        stats, shown = await _books(pool, pg_cluster, app_name)
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, pg_cluster, app_name)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
 
-    leaked = _leaked(stats, shown, shown_after_close)
+    leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(
         faults=(
             f"black hole from the start: {acquirers} acquirers, each connect accepted by TCP and "
@@ -237,7 +190,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
         for conn in conns[:2]:
             await pool.release(conn)
         held, querying = conns[2:]  # one held quietly, one whose query is stuck in the stall
-        assert await _sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
+        assert await sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
 
         async def stuck_query() -> None:
             try:
@@ -259,7 +212,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
     held_terminated = held.is_closed() and querying.is_closed()
     heal_at = time.monotonic()
     fault_proxy.heal()
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
     sessions_gone = time.monotonic() - heal_at
 
     (close_took,) = took
@@ -364,12 +317,12 @@ async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after
         job_running = [
             task for task in maintenance_tasks() if app_name in task.get_name() and not task.done()
         ]
-        stats, shown = await _books(pool, pg_cluster, app_name)
+        stats, shown = await settled_books(pool, pg_cluster, app_name)
     finally:
         await pool.close()
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
 
-    leaked = _leaked(stats, shown, shown_after_close)
+    leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(
         faults=(
             f"black hole from open(wait=False) with min_size {min_size}: "

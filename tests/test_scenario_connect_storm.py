@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 from helpers import check_books, wait_until
 from pgcluster import PgCluster
-from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
+from scenarios import POSTGRES_OUTAGE_ERRORS, Tally, sessions_settled
 
 from aiodbpool import Pool, PoolConnectError
 from aiodbpool.drivers.postgres import PostgresDriver
@@ -122,30 +122,6 @@ def _most_attempts(window: float, initial: float, maximum: float) -> int:
         attempts += 1
 
 
-async def _sessions(pg_cluster: PgCluster, app_name: str) -> int:
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
-    try:
-        count: int = await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app_name
-        )
-        return count
-    finally:
-        await admin.close()
-
-
-async def _sessions_settled(
-    pg_cluster: PgCluster, app_name: str, expected: int, timeout: float = 15.0
-) -> int:
-    """The server's sessions of ``app_name`` once they number ``expected``, or after ``timeout``
-    seconds (a backend ends a moment after its client's socket closes)."""
-    deadline = time.monotonic() + timeout
-    while (count := await _sessions(pg_cluster, app_name)) != expected:
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    return count
-
-
 async def _select_one(pool: Pool[asyncpg.Connection], failure: list[BaseException]) -> None:
     """One request; its error, if any, is also put in ``failure``."""
     try:
@@ -232,8 +208,8 @@ async def test_a_ten_second_refusal_is_met_with_backoff_and_the_pool_recovers(
         )
         stats = pool.stats()
         check_books(pool)
-        shown = await _sessions_settled(pg_cluster, app_name, stats.size)
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+        shown = await sessions_settled(pg_cluster, app_name, stats.size)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
 
     window = server_back - stop_began
     connects = driver.during(stop_began, server_back)

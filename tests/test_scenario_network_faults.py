@@ -31,11 +31,10 @@ from typing import Any
 
 import asyncpg
 from faultproxy import FaultProxy
-from helpers import check_books, wait_until
 from pgcluster import PgCluster
-from scenarios import Tally
+from scenarios import SETTLE, Tally, sessions_settled, settled_books, unaccounted
 
-from aiodbpool import Pool, PoolError, PoolStats, PoolTimeout
+from aiodbpool import Pool, PoolError, PoolTimeout
 from aiodbpool.drivers.postgres import PostgresDriver
 
 MAX_SIZE = 4
@@ -56,9 +55,6 @@ TIMER_SLACK = 0.05
 """How much earlier than asked a timer may seem to fire, measured with ``time.monotonic()``
 (uvloop reads its clock once per loop iteration)."""
 
-SETTLE = 15.0
-"""Seconds allowed for the server's sessions to match the pool's (a backend ends a moment after
-its socket closes)."""
 
 # What an operation may fail with while the network is broken: the pool's errors, or asyncpg's
 # "the connection broke" errors. Anything else, or a hang, is a bug.
@@ -99,44 +95,6 @@ async def _count(pg_cluster: PgCluster, sql: str, *args: object) -> int:
         return count
     finally:
         await admin.close()
-
-
-async def _sessions(pg_cluster: PgCluster, app_name: str) -> int:
-    return await _count(
-        pg_cluster, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app_name
-    )
-
-
-async def _sessions_settled(pg_cluster: PgCluster, app_name: str, expected: int) -> int:
-    """The server's sessions of ``app_name`` once they number ``expected``, or after
-    :data:`SETTLE` seconds."""
-    deadline = time.monotonic() + SETTLE
-    while (count := await _sessions(pg_cluster, app_name)) != expected:
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    return count
-
-
-async def _books(
-    pool: Pool[asyncpg.Connection], pg_cluster: PgCluster, app_name: str
-) -> tuple[PoolStats, int]:
-    """The pool's stats once no connect or close is under way, and the sessions the server shows
-    once they match the pool's size (or after :data:`SETTLE` seconds)."""
-    await wait_until(
-        lambda: pool.stats().opening == 0 and pool.stats().closing == 0,
-        timeout=SETTLE,
-        message="no connect or close under way",
-    )
-    stats = pool.stats()
-    check_books(pool)
-    return stats, await _sessions_settled(pg_cluster, app_name, stats.size)
-
-
-def _leaked(stats: PoolStats, shown: int, shown_after_close: int) -> int:
-    """Connections unaccounted for: still in use or opening, the server's sessions that the pool
-    does not hold, and sessions left once the pool is closed."""
-    return stats.in_use + stats.opening + abs(shown - stats.size) + shown_after_close
 
 
 async def _warm_up(pool: Pool[asyncpg.Connection], count: int) -> None:
@@ -188,15 +146,15 @@ async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
     async with pool:
         await _warm_up(pool, MAX_SIZE)
         before = pool.stats()
-        assert await _sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
+        assert await sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
         cut = fault_proxy.cut()
         cut_at = time.monotonic()
         await asyncio.gather(*(client() for _ in range(clients)))
         all_served = time.monotonic()
-        stats, shown = await _books(pool, pg_cluster, app_name)
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, pg_cluster, app_name)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
 
-    leaked = _leaked(stats, shown, shown_after_close)
+    leaked = unaccounted(stats, shown, shown_after_close)
     first = min(served_at) - cut_at
     tally.report(
         faults=f"cut of {cut} idle connections (RST both ways), validate_after_idle=0",
@@ -258,10 +216,10 @@ async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serve
         served += [
             await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
         ]
-        stats, shown = await _books(pool, pg_cluster, app_name)
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, pg_cluster, app_name)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
 
-    leaked = _leaked(stats, shown, shown_after_close)
+    leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(
         faults=f"cut of {cut} connections, each in the middle of pg_sleep(60)",
         leaked=leaked,
@@ -355,10 +313,10 @@ async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal
         served += [
             await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
         ]
-        stats, shown = await _books(pool, pg_cluster, app_name)
-    shown_after_close = await _sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, pg_cluster, app_name)
+    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
 
-    leaked = _leaked(stats, shown, shown_after_close)
+    leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(
         faults=(
             f"stall with 3 idle connections (pings time out: acquire with timeout "
