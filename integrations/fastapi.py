@@ -59,6 +59,7 @@ from aiodbpool import (
 )
 
 __all__ = [
+    "ConnectionLost",
     "connection",
     "connection_for",
     "install",
@@ -82,6 +83,27 @@ _UNAVAILABLE: Final[dict[type[PoolError], tuple[str, str]]] = {
 """The pool errors that mean "the service cannot serve now, try again": the ``reason`` each one
 gives in a 503 response, and its ``detail``. Deliberately fixed texts: the errors' own messages
 may name hosts and ports, which the clients have no business seeing."""
+
+
+_LOST: Final = ("connection_lost", "the database connection was lost during the request")
+"""The ``reason`` and ``detail`` of a 503 for :class:`ConnectionLost`."""
+
+
+class ConnectionLost(Exception):
+    """The database closed a request's connection while the request was using it.
+
+    Raised by :data:`connection` and :data:`transaction` in place of the driver's error (chained
+    as ``__cause__``) when the path operation failed and the pool's driver then reports its
+    connection closed: the server restarted, a network cut ended the session, an administrator
+    terminated the backend. The connection was sound when it was lent; the request met an outage
+    rather than a bug, so :func:`install` answers it like the pool's own "cannot serve now"
+    errors, with a 503 and ``Retry-After``. Whether a write the request sent was committed is
+    unknown, as it is whenever a connection drops mid-statement.
+    """
+
+    def __init__(self, pool_name: str) -> None:
+        super().__init__(f"the database closed the connection of pool {pool_name!r} in use")
+        self.pool_name = pool_name
 
 
 # ---------------------------------------------------------------------- opening the pools
@@ -204,8 +226,16 @@ def _make_dependencies(name: str | None) -> _Dependencies:
     async def lend(request: HTTPConnection) -> AsyncIterator[Any]:
         # Given back on every way out of the path operation: its return, its exception, or its
         # cancellation; the pool's release is safe when cancelled (see Pool.release).
-        async with pool_for(request, name).acquire() as conn:
-            yield conn
+        pool = pool_for(request, name)
+        async with pool.acquire() as conn:
+            try:
+                yield conn
+            except Exception as error:
+                # Asked after the failure, so a connection the request closed on purpose and
+                # then went on fine does not count; the release discards it either way.
+                if pool.driver.is_closed(conn):
+                    raise ConnectionLost(pool.name) from error
+                raise
 
     async def begin(
         request: HTTPConnection, conn: Annotated[Any, Depends(lend, scope="function")]
@@ -307,7 +337,8 @@ def install(
 
     * ``PoolTimeout``, ``PoolExhausted``, ``PoolConnectError`` and ``PoolClosed`` become ``503
       Service Unavailable`` with ``Retry-After: <retry_after>`` and a JSON body naming the pool
-      and the reason; the error itself is logged, not shown.
+      and the reason; the error itself is logged, not shown. So does :class:`ConnectionLost`:
+      a request whose connection the database closed under it.
     * ``live_path``: 200 while the process serves requests.
     * ``ready_path``: each pool lends a connection and pings it within ``ready_timeout``
       seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout. Each
@@ -329,16 +360,22 @@ def install(
             raise ValueError(f"route paths start with '/', got {path!r}")
 
     async def pool_unavailable(request: Request, error: Exception) -> Response:
-        assert isinstance(error, PoolError)  # only registered for pool errors
-        reason, detail = _unavailable(error)
-        logger.warning("%s %s: 503 (%s): %s", request.method, request.url.path, reason, error)
+        assert isinstance(error, PoolError | ConnectionLost)  # only registered for these
+        if isinstance(error, ConnectionLost):
+            reason, detail = _LOST
+            cause = error.__cause__
+            told = f"{error}: {type(cause).__name__}: {cause}"
+        else:
+            reason, detail = _unavailable(error)
+            told = str(error)
+        logger.warning("%s %s: 503 (%s): %s", request.method, request.url.path, reason, told)
         return JSONResponse(
             {"detail": detail, "pool": error.pool_name, "reason": reason},
             status_code=503,
             headers={"Retry-After": str(retry_after)},
         )
 
-    for error_class in _UNAVAILABLE:
+    for error_class in (*_UNAVAILABLE, ConnectionLost):
         app.add_exception_handler(error_class, pool_unavailable)
 
     if live_path is not None:

@@ -523,9 +523,20 @@ class Pool(Generic[C]):
         self._return_to_pool(record, now)
 
     def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
-        """A reset raised, timed out or was cancelled: the connection must not be reused."""
+        """A reset raised, timed out or was cancelled: the connection must not be reused.
+
+        A connection the server or the network closed while it was lent fails its reset too;
+        that is expected after an outage, so it is logged at INFO rather than as a warning.
+        """
+        closed = self._is_closed(record.conn)
         self._drop(record, "discarded", hard=True)
-        if isinstance(error, Exception):
+        if not isinstance(error, Exception):
+            return
+        if closed:
+            logger.info(
+                "pool %r: connection came back closed, discarded: %s", self._name, _describe(error)
+            )
+        else:
             logger.warning(
                 "pool %r: reset failed, connection discarded: %s", self._name, _describe(error)
             )

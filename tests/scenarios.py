@@ -113,14 +113,43 @@ its client's socket closes)."""
 async def server_sessions(pg_cluster: PgCluster, app_name: str) -> int:
     """The server's sessions named ``app_name``, counted over its Unix socket (so never through
     a fault proxy)."""
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    sessions, _ = await server_view(pg_cluster.admin_dsn, app_name)
+    return sessions
+
+
+async def server_view(dsn: str, app_name: str, running: str | None = None) -> tuple[int, int]:
+    """The server's sessions named ``app_name``, and how many of them are running a statement
+    (only ``running``, if given), as seen over a connection of its own to ``dsn``."""
+    monitor = await asyncpg.connect(dsn)
     try:
-        count: int = await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app_name
+        row = await monitor.fetchrow(
+            "SELECT count(*) AS sessions, count(*) FILTER (WHERE state = 'active' "
+            "AND ($2::text IS NULL OR query = $2)) AS active "
+            "FROM pg_stat_activity WHERE application_name = $1",
+            app_name,
+            running,
         )
-        return count
+        assert row is not None
+        return row["sessions"], row["active"]
     finally:
-        await admin.close()
+        await monitor.close()
+
+
+async def server_shows(
+    dsn: str,
+    app_name: str,
+    wanted: Callable[[tuple[int, int]], bool],
+    *,
+    running: str | None = None,
+    timeout: float = SETTLE,
+) -> tuple[int, int]:
+    """:func:`server_view` once ``wanted`` holds for it, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not wanted(view := await server_view(dsn, app_name, running)):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return view
 
 
 async def sessions_settled(

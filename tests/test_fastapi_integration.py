@@ -3,7 +3,8 @@
 Each app runs its lifespan for real (``app.router.lifespan_context``) and is called through
 httpx's ASGI transport, in the test's own event loop. What is checked: requests share a small
 pool and give every connection back, whatever the path operation does; transactions commit and
-roll back, and commit before the response is sent; a pool that cannot serve answers 503;
+roll back, and commit before the response is sent; a pool that cannot serve answers 503, and
+so does a request whose connection the database ended under it;
 several named pools in one app; and the errors that point at a missing lifespan.
 
 No ``from __future__ import annotations`` here: FastAPI reads the annotations of the path
@@ -28,7 +29,9 @@ from helpers import MinimalDriver
 from pgcluster import free_port
 
 from aiodbpool import Pool, PoolConnectError, create_pool
+from aiodbpool.drivers.fake import FakeConnection, FakeConnectionError, FakeDriver
 from aiodbpool.integrations.fastapi import (
+    ConnectionLost,
     connection,
     connection_for,
     install,
@@ -351,6 +354,93 @@ async def test_a_closed_pool_answers_503(tmp_path: Path) -> None:
         response = await client.get("/echo/1")
         assert response.status_code == 503
         assert response.json()["reason"] == "closed"
+
+
+@pytest.mark.parametrize("dependency", [connection, transaction], ids=["connection", "transaction"])
+async def test_a_session_ended_under_a_statement_answers_503(
+    pg_dsn: str, dependency: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server ends the request's session mid-statement (here the session terminates itself,
+    as an administrator or a restart would): a 503 with Retry-After, not a 500."""
+    pool = create_pool(pg_dsn, max_size=1, name="main")
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+
+    @app.get("/ended")
+    async def ended(conn: Annotated[asyncpg.Connection, Depends(dependency)]) -> None:
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    async with running(app) as client:
+        response = await client.get("/ended")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert response.json() == {
+            "detail": "the database connection was lost during the request",
+            "pool": "main",
+            "reason": "connection_lost",
+        }
+        stats = pool.stats()
+        assert (stats.in_use, stats.size, stats.discarded) == (0, 0, 1)
+        ended_once = pool.stats().acquired
+        async with pool.acquire() as conn:  # the pool opens a new one
+            assert await conn.fetchval("SELECT 1") == 1
+        assert pool.stats().acquired == ended_once + 1
+    [record] = [r for r in caplog.records if r.name == "aiodbpool.fastapi"]
+    message = record.getMessage()
+    assert re.search(r"503 \(connection_lost\): .* in use: \w+Error: ", message), message
+    assert pg_dsn.split("@")[0].split(":")[-1] not in message  # no password
+
+
+async def test_only_a_closed_connection_makes_a_failure_a_503() -> None:
+    """The fake driver's broken connection answers 503; the same failure on a sound connection
+    stays a 500, and a request that closed its connection itself, then succeeded, is a 200."""
+    driver = FakeDriver()
+    pool = Pool(driver, max_size=1)
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+
+    @app.get("/broken/{detected}")
+    async def broken(detected: bool, conn: Annotated[FakeConnection, Depends(transaction)]) -> None:
+        driver.break_connection(conn, detected=detected)
+        await conn.execute("SELECT 1")
+
+    @app.get("/failing")
+    async def failing(conn: Annotated[FakeConnection, Depends(connection)]) -> None:
+        raise FakeConnectionError("a driver error on a connection that still works")
+
+    @app.get("/closed-on-purpose")
+    async def closed_on_purpose(conn: Annotated[FakeConnection, Depends(connection)]) -> str:
+        await driver.close(conn)
+        return "fine"
+
+    async with running(app) as client:
+        for detected in ("true", "false"):  # noticed at once, or only by the failed statement
+            response = await client.get(f"/broken/{detected}")
+            assert response.status_code == 503
+            assert response.json()["reason"] == "connection_lost"
+        assert (await client.get("/failing")).status_code == 500
+        assert (pool.stats().size, pool.stats().discarded) == (1, 2)  # still sound, kept
+        assert (await client.get("/closed-on-purpose")).status_code == 200
+        assert (pool.stats().size, pool.stats().discarded) == (0, 3)
+        assert pool.stats().in_use == 0
+
+
+async def test_without_install_a_lost_connection_is_a_500_that_names_its_cause() -> None:
+    driver = FakeDriver()
+    pool = Pool(driver, max_size=1)
+    app = FastAPI(lifespan=lifespan(pool))
+
+    @app.get("/broken")
+    async def broken(conn: Annotated[FakeConnection, Depends(connection)]) -> None:
+        driver.break_connection(conn)
+        await conn.execute("SELECT 1")
+
+    async with running(app, raise_app_exceptions=True) as client:
+        with pytest.raises(ConnectionLost) as raised:
+            await client.get("/broken")
+    assert isinstance(raised.value.__cause__, FakeConnectionError)
+    assert raised.value.pool_name == pool.name
+    assert pool.stats().in_use == 0
 
 
 # ---------------------------------------------------------------------- several pools

@@ -87,6 +87,28 @@ async def test_failed_reset_discards_the_connection_and_never_reuses_it(
         check_books(pool)
 
 
+async def test_a_connection_that_comes_back_closed_is_discarded_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After an outage, every lent connection comes back closed and fails its reset: expected,
+    so it is told at INFO, not as one warning per connection."""
+    driver = FakeDriver()
+    async with Pool(driver, name="app", clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")  # dirty, so the reset would talk to the server
+        driver.break_connection(conn)
+
+        with caplog.at_level(logging.INFO, logger="aiodbpool"):
+            await pool.release(conn)
+
+        assert conn.closed
+        assert (pool.stats().size, pool.stats().discarded) == (0, 1)
+        [record] = [r for r in caplog.records if r.name == "aiodbpool"]
+        assert record.levelno == logging.INFO
+        assert "pool 'app': connection came back closed, discarded" in record.getMessage()
+        check_books(pool)
+
+
 async def test_reset_timeout_bounds_a_stalled_reset_and_discards_the_connection() -> None:
     driver = FakeDriver()
     async with Pool(driver, reset_timeout=0.05, clock=FakeClock()) as pool:

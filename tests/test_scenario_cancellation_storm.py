@@ -25,7 +25,7 @@ from typing import Final, Literal, TypeAlias
 
 import asyncpg
 from helpers import check_books, wait_until
-from scenarios import Tally
+from scenarios import Tally, server_shows
 
 from aiodbpool import Pool
 from aiodbpool.drivers.postgres import PostgresDriver
@@ -140,34 +140,6 @@ async def _cancel_at_target(task: _Task, runner: asyncio.Task[bool]) -> None:
         runner.cancel()
 
 
-async def _server_view(dsn: str, app_name: str) -> tuple[int, int]:
-    """The server's sessions of ``app_name``, and how many of them are running a statement."""
-    monitor = await asyncpg.connect(dsn)
-    try:
-        row = await monitor.fetchrow(
-            "SELECT count(*) AS sessions, count(*) FILTER (WHERE state = 'active') AS active "
-            "FROM pg_stat_activity WHERE application_name = $1",
-            app_name,
-        )
-        assert row is not None
-        return row["sessions"], row["active"]
-    finally:
-        await monitor.close()
-
-
-async def _server_settled(
-    dsn: str, app_name: str, sessions: int, timeout: float = 15.0
-) -> tuple[int, int]:
-    """The server's view once it shows ``sessions`` sessions of ``app_name`` and none active, or
-    after ``timeout`` seconds (a backend ends a moment after its client's socket closes)."""
-    deadline = time.monotonic() + timeout
-    while (view := await _server_view(dsn, app_name)) != (sessions, 0):
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    return view
-
-
 async def test_a_thousand_cancelled_tasks_leave_every_connection_clean(pg_dsn: str) -> None:
     app_name = f"aiodbpool-cancel-storm-{uuid.uuid4().hex[:12]}"
     pool = Pool(
@@ -223,9 +195,9 @@ async def test_a_thousand_cancelled_tasks_leave_every_connection_clean(pg_dsn: s
         assert pool.stats().created == stats.created
 
         # The server runs nothing for the pool and has exactly its sessions.
-        view = await _server_settled(pg_dsn, app_name, stats.size)
+        view = await server_shows(pg_dsn, app_name, lambda view: view == (stats.size, 0))
         settled = time.monotonic()
-    view_after_close = await _server_settled(pg_dsn, app_name, 0)
+    view_after_close = await server_shows(pg_dsn, app_name, lambda view: view == (0, 0))
 
     landed = Counter(task.cancelled_in for task in plan if task.cancelled_in is not None)
     where = ", ".join(f"{phase} {landed[phase]}" for phase in CANCELLATION_POINTS)

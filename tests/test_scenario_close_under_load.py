@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 from helpers import check_books, wait_until
 from pgcluster import PgCluster
-from scenarios import Tally
+from scenarios import Tally, server_shows
 
 from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolError
 from aiodbpool.drivers.postgres import PostgresDriver
@@ -61,37 +61,6 @@ def _driver(pg_cluster: PgCluster, app_name: str) -> PostgresDriver:
         pg_cluster.dsn,
         server_settings={"application_name": app_name, "client_connection_check_interval": "100"},
     )
-
-
-async def _server_view(pg_cluster: PgCluster, app_name: str) -> tuple[int, int]:
-    """The server's sessions of ``app_name``, and how many of them are in ``pg_sleep(60)``."""
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
-    try:
-        row = await admin.fetchrow(
-            "SELECT count(*) AS sessions, count(*) FILTER (WHERE state = 'active' "
-            "AND query = 'SELECT pg_sleep(60)') AS stuck "
-            "FROM pg_stat_activity WHERE application_name = $1",
-            app_name,
-        )
-        assert row is not None
-        return row["sessions"], row["stuck"]
-    finally:
-        await admin.close()
-
-
-async def _server_shows(
-    pg_cluster: PgCluster,
-    app_name: str,
-    wanted: Callable[[tuple[int, int]], bool],
-    timeout: float = 15.0,
-) -> tuple[int, int]:
-    """The server's view once ``wanted`` holds for it, or after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not wanted(view := await _server_view(pg_cluster, app_name)):
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    return view
 
 
 async def _run(
@@ -138,6 +107,7 @@ async def _frozen(pg_cluster: PgCluster) -> AsyncIterator[int]:
 # ------------------------------------------------------------------ connections stuck in queries
 
 STUCK = 3
+STUCK_QUERY = "SELECT pg_sleep(60)"
 MAX_SIZE = 5
 WORKERS = 20
 
@@ -160,7 +130,7 @@ async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waite
     async def hold_stuck() -> None:
         async with pool.acquire() as conn:
             held.append(conn)
-            await conn.execute("SELECT pg_sleep(60)")
+            await conn.execute(STUCK_QUERY)
 
     async def one_request() -> None:
         async with pool.acquire() as conn:
@@ -177,7 +147,9 @@ async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waite
         holders += [
             asyncio.create_task(_run(tally, hold_stuck, holder_errors)) for _ in range(STUCK)
         ]
-        await _server_shows(pg_cluster, app_name, lambda view: view[1] == STUCK)
+        await server_shows(
+            pg_cluster.admin_dsn, app_name, lambda view: view[1] == STUCK, running=STUCK_QUERY
+        )
         workers += [asyncio.create_task(worker()) for _ in range(WORKERS)]
         await wait_until(
             lambda: tally.succeeded >= 50 and pool.stats().waiting >= WORKERS // 2,
@@ -193,7 +165,7 @@ async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waite
     await asyncio.gather(*holders, *workers)
     stats = pool.stats()
     check_books(pool)
-    view = await _server_shows(pg_cluster, app_name, lambda view: view == (0, 0))
+    view = await server_shows(pg_cluster.admin_dsn, app_name, lambda view: view == (0, 0))
     server_clean = time.monotonic() - close_began
 
     closed_errors = sum(isinstance(error, PoolClosed) for error in worker_errors)
@@ -271,7 +243,7 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
         await asyncio.gather(*acquirers)
         stats = pool.stats()
         check_books(pool)
-    view = await _server_shows(pg_cluster, app_name, lambda view: view == (0, 0))
+    view = await server_shows(pg_cluster.admin_dsn, app_name, lambda view: view == (0, 0))
 
     tally.report(
         faults=(
@@ -338,7 +310,7 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
         check_books(pool)
     finally:
         await asyncio.to_thread(pg_cluster.start)
-    view = await _server_shows(pg_cluster, app_name, lambda view: view == (0, 0))
+    view = await server_shows(pg_cluster.admin_dsn, app_name, lambda view: view == (0, 0))
 
     kinds = sorted({type(error.__cause__ or error).__name__ for error in errors})
     tally.report(
