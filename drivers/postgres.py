@@ -190,12 +190,24 @@ def _check_dsn(dsn: object) -> None:
             f"not a PostgreSQL URL: {redact_url(dsn)!r} (expected "
             "postgresql://user:password@host:port/database)"
         )
-    try:
-        parts.port  # noqa: B018 -- urlsplit checks the port only when asked for it
-    except ValueError:
+    # asyncpg accepts several hosts, for failover: postgresql://user@host1:5432,host2:5433/db
+    for host_and_port in parts.netloc.rpartition("@")[2].split(","):
+        _check_host(dsn, host_and_port)
+
+
+def _check_host(dsn: str, host_and_port: str) -> None:
+    """Refuse a bad port or a host with whitespace in one ``host[:port]`` of a DSN."""
+    if host_and_port.startswith("["):  # an IPv6 address: [::1]:5432
+        host, _, after = host_and_port[1:].partition("]")
+        port = after.removeprefix(":")
+    else:
+        host, _, port = host_and_port.partition(":")
+    if port and not (port.isdecimal() and 0 <= int(port) <= 65535):
+        raise ValueError(f"the port in {redact_url(dsn)!r} is not a number between 0 and 65535")
+    if any(char.isspace() for char in host):
         raise ValueError(
-            f"the port in {redact_url(dsn)!r} is not a number between 0 and 65535"
-        ) from None
+            f"the host in {redact_url(dsn)!r} contains whitespace: no host name has any"
+        )
 
 
 def _cancellation_pending(conn: asyncpg.Connection) -> bool:

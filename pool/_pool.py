@@ -212,6 +212,8 @@ class Pool(Generic[C]):
             raise ValueError(f"min_size ({min_}) must not exceed max_size ({max_})")
         if clock is not None and not callable(clock):
             raise ValueError(f"clock must be a callable returning seconds, got {clock!r}")
+        if not isinstance(close_driver, bool):
+            raise TypeError(f"close_driver must be True or False, got {close_driver!r}")
 
         # Configuration, fixed for the pool's life.
         self._driver: Final = driver
@@ -273,7 +275,7 @@ class Pool(Generic[C]):
         self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held
         self._generation = 0  # bumped by expire(): connects begun before it are retired
         self._shrinking = False  # resize() went below the size: returning connections may close
-        self._close_driver = bool(close_driver)
+        self._close_driver = close_driver
         self._counters = _Counters()
         # Durations per bucket, for stats() and metrics. Acquires on the fast path wait no
         # time and are not recorded one by one: stats() adds them to the first wait bucket.
@@ -426,7 +428,8 @@ class Pool(Generic[C]):
 
         Growing lets waiters open connections at once. Shrinking closes excess idle connections
         now, and excess connections in use when they come back; nothing new opens until the pool
-        is under the new bound.
+        is under the new bound. A pool not opened yet takes the sizes for when it opens; a
+        closed pool refuses with :class:`PoolClosed`.
         """
         settings = self._settings
         new_min = settings.min_size if min_size is None else min_size
@@ -435,6 +438,10 @@ class Pool(Generic[C]):
         _options.check_count("max_size", new_max, minimum=1)
         if new_min > new_max:
             raise ValueError(f"min_size ({new_min}) must not exceed max_size ({new_max})")
+        if self.closed:
+            raise PoolClosed(
+                f"cannot resize pool {self._name!r}: it is closed", pool_name=self._name
+            )
         settings.min_size, settings.max_size = new_min, new_max
         # Connections already closing count in size() but are on their way out: not excess.
         while self._idle and self._size() - self._closing > new_max:
@@ -981,10 +988,10 @@ class Pool(Generic[C]):
                 await self._drained.wait()
         except TimeoutError:
             logger.warning(
-                "pool %r: %d connections still in use after %ss; terminating them",
+                "pool %r: close() waited %ss; ending what is left: %s",
                 self._name,
-                len(self._in_use),
                 timeout,
+                self._unfinished(),
             )
         finally:
             # Whatever remains (after the timeout, or if close itself was cancelled) goes now:
@@ -1002,6 +1009,15 @@ class Pool(Generic[C]):
                 remaining.append(self._maintenance_task)
             if remaining:
                 await asyncio.wait(remaining, timeout=self._close_timeout or 1.0)
+
+    def _unfinished(self) -> str:
+        """What keeps close() waiting, for its log line: ``2 in use, 1 connect, 1 close``."""
+        counts = (
+            (len(self._in_use), "in use", "in use"),
+            (self._opening, "connect", "connects"),
+            (self._closing, "close", "closes"),
+        )
+        return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], purpose: str) -> asyncio.Task[Any]:
         """Start a background task that the pool keeps track of until it ends."""

@@ -34,6 +34,9 @@ _EXTRAS = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"}
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
+# Characters no URL may hold unencoded; a trailing newline read from a file is the usual one.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
 # ``password=...`` after the ``?`` or an ``&``, up to the next ``&`` or ``#``.
 _PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
@@ -47,6 +50,7 @@ def create_pool(url: str, **options: Any) -> Pool[Any]:
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a string, got {type(url).__name__}")
+    _check_characters(url)
     match = _SCHEME.match(url)
     if match is None:
         raise ValueError(
@@ -61,6 +65,22 @@ def create_pool(url: str, **options: Any) -> Pool[Any]:
     # The driver was made for this pool alone, so closing the pool may release it too.
     pool_options.setdefault("close_driver", True)
     return Pool(driver, **pool_options)
+
+
+def _check_characters(url: str) -> None:
+    """Refuse what would otherwise fail only at the first connect, far from the mistake: space
+    around the URL, or a control character in it (both usually come from a file or an
+    environment variable). Spaces inside are left to the driver: a SQLite path may have them."""
+    if url != url.strip():
+        raise ValueError(
+            f"the database URL {redact_url(url)!r} starts or ends with whitespace: strip it"
+        )
+    control = _CONTROL_CHARACTER.search(url)
+    if control is not None:
+        raise ValueError(
+            f"the database URL {redact_url(url)!r} contains the control character "
+            f"{control.group()!r} at position {control.start()}"
+        )
 
 
 def _driver_factory(scheme: str) -> Callable[..., Driver[Any]]:

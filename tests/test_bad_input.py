@@ -542,6 +542,27 @@ class BadInputMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.refused(PoolClosed, "cannot be reopened", self.pool.open)
 
+    @precondition(lambda self: self.closed)
+    @rule(min_size=st.integers(min_value=0, max_value=3), max_size=st.integers(3, 5))
+    def resize_a_closed_pool(self, min_size: int, max_size: int) -> None:
+        async def call() -> None:
+            self.pool.resize(min_size=min_size, max_size=max_size)
+
+        self.refused(PoolClosed, "cannot resize", call)
+
+    @precondition(not_open)
+    @rule()
+    def expire_a_pool_not_open(self) -> None:
+        """Nothing to retire: accepted, and nothing changes."""
+
+        async def go() -> None:
+            before = self.pool.stats()
+            self.pool.expire()
+            await self.settle()
+            assert self.pool.stats() == before
+
+        self.run(go())
+
     @rule(
         kind=st.sampled_from(["foreign", "given back", "not a connection"]),
         pick=st.integers(min_value=0, max_value=9),

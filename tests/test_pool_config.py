@@ -85,6 +85,12 @@ def test_a_name_must_be_a_non_empty_string(name: object) -> None:
         Pool(FakeDriver(), name=name)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_close_driver_must_be_a_bool(value: object) -> None:
+    with pytest.raises(TypeError, match="close_driver must be True or False"):
+        Pool(FakeDriver(), close_driver=value)  # type: ignore[arg-type]
+
+
 def test_a_clock_must_be_callable() -> None:
     with pytest.raises(ValueError, match="clock must be a callable"):
         Pool(FakeDriver(), clock=5.0)  # type: ignore[arg-type]

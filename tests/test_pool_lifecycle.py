@@ -275,9 +275,11 @@ async def test_close_waits_for_connections_in_use_and_closes_them_on_return() ->
     check_books(pool)
 
 
-async def test_close_timeout_terminates_connections_still_in_use() -> None:
+async def test_close_timeout_terminates_connections_still_in_use(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     driver = FakeDriver()
-    pool = Pool(driver)
+    pool = Pool(driver, name="app")
     await pool.open()
     held = await pool.acquire()
     started = time.monotonic()
@@ -285,6 +287,7 @@ async def test_close_timeout_terminates_connections_still_in_use() -> None:
     await pool.close(timeout=0.05)
 
     assert time.monotonic() - started < 5
+    assert "pool 'app': close() waited 0.05s; ending what is left: 1 in use" in caplog.text
     assert held.closed
     assert driver.live == 0
     assert pool.stats().size == 0
@@ -335,7 +338,9 @@ async def test_close_during_open_closes_the_first_connections_and_stops_the_job(
         await pool.acquire()
 
 
-async def test_close_timeout_cuts_short_a_slow_polite_close_and_terminates() -> None:
+async def test_close_timeout_cuts_short_a_slow_polite_close_and_terminates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     driver = FakeDriver()
     pool = Pool(driver, min_size=1, close_timeout=30)
     await pool.open()
@@ -347,6 +352,8 @@ async def test_close_timeout_cuts_short_a_slow_polite_close_and_terminates() -> 
     assert time.monotonic() - started < 5
     assert driver.live == 0  # terminated
     assert (pool.stats().size, pool.stats().closed) == (0, 1)
+    # Nothing was in use: the log says what close() waited for.
+    assert "close() waited 0.05s; ending what is left: 1 close" in caplog.text
 
 
 async def test_close_rejects_a_bad_timeout() -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from helpers import acquire, check_books, wait_for_waiters, wait_until
 
-from aiodbpool import Pool, PoolTimeout
+from aiodbpool import Pool, PoolClosed, PoolTimeout
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 
@@ -164,6 +164,18 @@ async def test_resize_rejects_bad_sizes_and_changes_nothing(
             pool.resize(min_size=min_size, max_size=max_size)  # type: ignore[arg-type]
 
         assert (pool.stats().min_size, pool.stats().max_size) == (1, 4)
+
+
+async def test_a_closed_pool_refuses_to_resize() -> None:
+    pool = Pool(FakeDriver(), max_size=4)
+    pool.resize(max_size=3)  # before open: the sizes it opens with
+    await pool.open()
+    await pool.close()
+
+    with pytest.raises(PoolClosed, match="cannot resize pool 'default': it is closed"):
+        pool.resize(max_size=5)
+
+    assert (pool.stats().min_size, pool.stats().max_size) == (0, 3)
 
 
 async def test_after_shrinking_whichever_connection_comes_back_first_is_closed() -> None:

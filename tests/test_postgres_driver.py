@@ -101,6 +101,32 @@ def test_a_malformed_postgres_url_is_refused_without_its_password() -> None:
         PostgresDriver(b"postgresql://db/app")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "mistake"),
+    [
+        ("postgresql://app:hunter2@db:99999/app", "the port in .* is not a number"),
+        ("postgresql://app:hunter2@db1:5432,db2:x/app", "the port in .* is not a number"),
+        ("postgresql://app:hunter2@[::1]:port/app", "the port in .* is not a number"),
+        ("postgresql://app:hunter2@db host/app", "the host in .* contains whitespace"),
+        ("postgresql://app:hunter2@db1,db\t2/app", "control character"),
+    ],
+)
+def test_a_bad_host_or_port_is_refused_at_once(url: str, mistake: str) -> None:
+    with pytest.raises(ValueError, match=mistake) as caught:
+        create_pool(url)
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_a_dsn_with_several_hosts_tries_them_in_turn(pg_cluster: PgCluster) -> None:
+    """asyncpg's failover form, ``host1:port1,host2:port2``: the first host is down, the pool
+    connects to the second."""
+    here = f"{pg_cluster.host}:{pg_cluster.port}"
+    url = pg_cluster.dsn.replace(here, f"{pg_cluster.host}:{_free_port()},{here}")
+    assert url.count(",") == 1
+    async with create_pool(url, max_size=1) as pool, pool.acquire() as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+
+
 def test_a_driver_without_a_dsn_says_where_its_settings_come_from() -> None:
     driver = PostgresDriver(host="db.internal", reset="full")
     assert repr(driver) == "<PostgresDriver (PG* environment) reset='full'>"

@@ -147,6 +147,31 @@ def test_a_malformed_url_error_does_not_show_the_password(url: str) -> None:
     assert "admin:***@db" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "mistake"),
+    [
+        ("postgresql://app:hunter2@db/app\n", "starts or ends with whitespace"),
+        (" sqlite:///app.db", "starts or ends with whitespace"),
+        ("postgresql://app:hunter2@db/app\r\n", "starts or ends with whitespace"),
+        ("postgresql://app:hunter2@db/a\x00pp", r"control character '\\x00' at position 29"),
+        ("sqlite:///app\t.db", r"control character '\\t'"),
+    ],
+)
+def test_whitespace_around_a_url_or_a_control_character_in_it_is_refused(
+    url: str, mistake: str
+) -> None:
+    """Usually a URL read from a file or an environment variable, newline and all: refused
+    here, not at the first connect."""
+    with pytest.raises(ValueError, match=mistake) as refused:
+        create_pool(url)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_sqlite_path_may_contain_spaces(tmp_path: Path) -> None:
+    pool = create_pool(f"sqlite:///{tmp_path / 'my data' / 'app.db'}")
+    assert "my data" in repr(pool.driver)
+
+
 def test_a_url_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(TypeError, match="url must be a string, got bytes"):
         create_pool(b"fake://")  # type: ignore[arg-type]
