@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from . import _options
 from ._calls import begin, call_with_timeout
@@ -1248,8 +1248,17 @@ class _Acquire(Generic[C]):
         self._conn = conn
         return conn
 
-    def __aenter__(self) -> _Acquire[C]:
-        return self
+    if TYPE_CHECKING:
+        # What type checkers see: the async context manager protocol as typeshed spells it, so
+        # pool.acquire() fits AbstractAsyncContextManager[C] (AsyncExitStack, helpers typed
+        # with it). At run time __aenter__ returns this object, whose await gives the same C
+        # without creating a coroutine on the fast path.
+        async def __aenter__(self) -> C: ...
+
+    else:
+
+        def __aenter__(self):
+            return self
 
     def __aexit__(
         self,

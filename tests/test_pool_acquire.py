@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import pytest
 import uvloop
@@ -73,6 +74,21 @@ async def test_async_with_acquire_releases_on_exit_and_on_error() -> None:
         with pytest.raises(LookupError):
             await fail_while_holding()
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+
+
+def _lend(pool: Pool[FakeConnection]) -> AbstractAsyncContextManager[FakeConnection]:
+    """mypy --strict checks that acquire() fits where an async context manager is expected."""
+    return pool.acquire()
+
+
+async def test_acquire_is_an_async_context_manager_for_exit_stacks() -> None:
+    async with Pool(FakeDriver(), max_size=2) as pool:
+        async with AsyncExitStack() as stack:
+            first = await stack.enter_async_context(_lend(pool))
+            second = await stack.enter_async_context(pool.acquire())
+            assert first is not second
+            assert pool.stats().in_use == 2
+        assert (pool.stats().idle, pool.stats().in_use) == (2, 0)
 
 
 # ------------------------------------------------------------------ the bound and the queue
