@@ -119,6 +119,14 @@ def _run(loop_name: str, cycles: int, rounds: int) -> dict[str, dict[str, float]
     return report
 
 
+def cycle_times(cycles: int, rounds: int) -> list[float]:
+    """Microseconds per ``async with pool.acquire()`` cycle on the default event loop, one
+    figure per round, the empty loop's own cost taken off: for the peer comparison's report."""
+    with asyncio.Runner() as runner:
+        baseline = statistics.median(runner.run(_measure(_empty_loop, cycles, rounds)))
+        return [t - baseline for t in runner.run(_measure(_with_context_manager, cycles, rounds))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cycles", type=int, default=100_000, help="cycles per round")

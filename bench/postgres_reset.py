@@ -8,8 +8,8 @@ release. Measured per cycle, with one task and one connection:
 * acquire + ``SELECT 1`` + release;
 * ``SELECT 1`` on one asyncpg connection used directly, the lower bound.
 
-Uses the server at ``$AIODBPOOL_BENCH_DSN`` if set, otherwise starts a throwaway one from the
-``pgserver`` package (a Unix socket, no password)::
+Uses the server at ``$AIODBPOOL_BENCH_DSN`` if set, otherwise starts a throwaway one (see
+``bench/server.py``)::
 
     .venv/bin/python -m bench.postgres_reset            # a table
     .venv/bin/python -m bench.postgres_reset --json     # machine-readable
@@ -20,39 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from aiodbpool import Pool, create_pool
 
-DSN_VARIABLE = "AIODBPOOL_BENCH_DSN"
+from .server import postgres
 
 Cycle = Callable[[int], Awaitable[None]]
-
-
-@contextmanager
-def _server() -> Iterator[str]:
-    """The DSN to measure against: the configured one, or a throwaway local server."""
-    configured = os.environ.get(DSN_VARIABLE)
-    if configured:
-        yield configured
-        return
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="aiodbpool-bench-") as data:
-        server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
-        try:
-            uri: str = server.get_uri()
-            yield uri
-        finally:
-            server.cleanup()
 
 
 async def _pooled_cycle(pool: Pool[asyncpg.Connection], query: bool) -> Cycle:
@@ -109,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7, help="rounds; the median is reported")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    with _server() as dsn:
-        results = asyncio.run(_run(dsn, args.cycles, args.rounds))
+    with postgres() as server:
+        results = asyncio.run(_run(server.dsn, args.cycles, args.rounds))
     summary = {
         name: {"median_us": statistics.median(values), "min_us": min(values), "max_us": max(values)}
         for name, values in results.items()

@@ -1,0 +1,50 @@
+"""The PostgreSQL server the benchmarks measure against.
+
+``$AIODBPOOL_BENCH_DSN`` if it is set; otherwise a throwaway server started for the run, the same
+one the test suite starts (``tests/pgcluster.py``, built from the ``pgserver`` package's
+binaries): TCP on 127.0.0.1 with ``scram-sha-256`` passwords, as an application sees a real
+server, so that connecting costs what it costs in production, authentication included.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DSN_VARIABLE", "Server", "postgres"]
+
+DSN_VARIABLE = "AIODBPOOL_BENCH_DSN"
+
+_TESTS = Path(__file__).resolve().parent.parent / "tests"
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """Where the server is, and how the report describes it (never with its password)."""
+
+    dsn: str
+    description: str
+
+
+@contextmanager
+def postgres() -> Iterator[Server]:
+    """The configured server, or a throwaway one for as long as the block runs."""
+    configured = os.environ.get(DSN_VARIABLE)
+    if configured:
+        yield Server(configured, f"the server at ${DSN_VARIABLE}")
+        return
+    # The test suite's cluster helper is a plain module in tests/, not part of the package.
+    if str(_TESTS) not in sys.path:
+        sys.path.insert(0, str(_TESTS))
+    from pgcluster import PgCluster
+
+    with PgCluster() as cluster:
+        yield Server(
+            cluster.dsn,
+            "a throwaway PostgreSQL from the pgserver package's binaries, on 127.0.0.1 over TCP "
+            "with scram-sha-256 passwords",
+        )
