@@ -1,7 +1,7 @@
 """An in-memory database driver for test suites: slow, failing and broken databases on demand.
 
 A real database cannot be told "refuse the next two connections" or "stop answering pings", yet
-those are exactly the cases a connection pool exists to survive. :class:`FakeDriver` satisfies the
+those are exactly the cases a connection pool exists to survive. ``FakeDriver`` satisfies the
 pool's driver contract (plus the optional ``terminate`` and ``transaction`` abilities) without any
 server, and lets a test script every way a database misbehaves:
 
@@ -10,10 +10,10 @@ server, and lets a test script every way a database misbehaves:
   timeouts and cancellation interrupt it exactly as they would interrupt network I/O.
 * **Scripted failures** (``fail_*``): decided when a call starts, raised once its latency has
   passed.
-* **Stalls** (``stall_*``): the call waits until :meth:`FakeDriver.heal`, like a black-holed
+* **Stalls** (``stall_*``): the call waits until ``FakeDriver.heal``, like a black-holed
   server. A stall takes precedence over a scripted failure; a call released by ``heal`` then runs
   normally.
-* **Broken connections** (:meth:`FakeDriver.break_connection`): the server side went away. Either
+* **Broken connections** (``FakeDriver.break_connection``): the server side went away. Either
   the client noticed at once (``is_closed`` is true), or it did not and only the next I/O reveals
   it -- the silent death that validation on acquire exists to catch.
 
@@ -88,7 +88,7 @@ def _check_latency(name: str, value: object) -> float:
 
 
 class _Latency:
-    """A latency option of :class:`FakeDriver`, validated whenever it is set.
+    """A latency option of ``FakeDriver``, validated whenever it is set.
 
     Latencies may be changed in the middle of a test ("the database becomes slow"), so validation
     belongs to the attribute rather than only to the constructor.
@@ -177,7 +177,7 @@ class _Stall:
         return len(self._events)
 
     async def wait(self) -> None:
-        """Wait until :meth:`release`. Cancelling the caller simply ends the wait."""
+        """Wait until ``release``. Cancelling the caller simply ends the wait."""
         event = asyncio.Event()
         self._events.add(event)
         try:
@@ -223,9 +223,9 @@ def _transaction_change(sql: str) -> bool | None:
 
 
 class FakeConnection:
-    """A connection of a :class:`FakeDriver`; made by :meth:`FakeDriver.connect`, not by hand.
+    """A connection of a ``FakeDriver``; made by ``FakeDriver.connect``, not by hand.
 
-    Queries return scripted rows (see :meth:`FakeDriver.script`) and are recorded in ``executed``
+    Queries return scripted rows (see ``FakeDriver.script``) and are recorded in ``executed``
     and in the driver's ``queries``. A statement is recorded when it is sent, so one that failed or
     was cancelled is recorded too.
     """
@@ -274,7 +274,7 @@ class FakeConnection:
 
     @property
     def broken(self) -> bool:
-        """Whether the server side went away (see :meth:`FakeDriver.break_connection`)."""
+        """Whether the server side went away (see ``FakeDriver.break_connection``)."""
         return self._broken
 
     @property
@@ -353,7 +353,7 @@ class FakeDriver:
     """A scriptable in-memory driver for the pool: inject it to simulate any database behaviour.
 
     All latencies are in seconds and may be changed at any time. ``rng`` chooses the victim of
-    :meth:`break_random_connection`; pass a seeded ``random.Random`` for reproducible tests.
+    ``break_random_connection``; pass a seeded ``random.Random`` for reproducible tests.
     """
 
     connect_latency = _Latency()
@@ -442,8 +442,8 @@ class FakeDriver:
     async def ping(self, conn: FakeConnection) -> None:
         """Check ``conn`` with a round trip of ``ping_latency``.
 
-        Raises :class:`FakeConnectionError` if the connection is closed or broken, or if a failure
-        was scripted with :meth:`fail_pings`.
+        Raises ``FakeConnectionError`` if the connection is closed or broken, or if a failure
+        was scripted with ``fail_pings``.
         """
         self._check_owner(conn)
         conn._pings += 1
@@ -463,8 +463,8 @@ class FakeDriver:
 
         A clean connection costs nothing: unless a stall is scripted, the call returns without
         awaiting anything. A dirty one waits ``reset_latency`` and records ``ROLLBACK``. Raises
-        :class:`FakeConnectionError` if the connection is closed or broken, and
-        :class:`FakeDatabaseError` if a failure was scripted with :meth:`fail_resets`.
+        ``FakeConnectionError`` if the connection is closed or broken, and
+        ``FakeDatabaseError`` if a failure was scripted with ``fail_resets``.
         """
         if (
             not conn._in_transaction
@@ -519,30 +519,30 @@ class FakeDriver:
         self._connect_failures.set(n, error)
 
     def fail_connects(self, error: BaseException | None = None) -> None:
-        """Make every connect raise ``error`` (default: "connection refused") until :meth:`heal`."""
+        """Make every connect raise ``error`` (default: "connection refused") until ``heal``."""
         self._connect_failures.set(None, error)
 
     def stall_connects(self) -> None:
-        """Make connects never return until :meth:`heal`, like a black-holed server."""
+        """Make connects never return until ``heal``, like a black-holed server."""
         self._connect_stall.active = True
 
     def fail_pings(self, n: int | None = None) -> None:
-        """Make the next ``n`` pings raise :class:`FakeConnectionError` (None: all until heal)."""
+        """Make the next ``n`` pings raise ``FakeConnectionError`` (None: all until heal)."""
         self._ping_failures.set(n, None)
 
     def stall_pings(self) -> None:
-        """Make pings never return until :meth:`heal`."""
+        """Make pings never return until ``heal``."""
         self._ping_stall.active = True
 
     def fail_resets(self, n: int | None = None) -> None:
-        """Make the next ``n`` resets raise :class:`FakeDatabaseError` (None: all until heal).
+        """Make the next ``n`` resets raise ``FakeDatabaseError`` (None: all until heal).
 
         This applies to every reset, clean connection or not.
         """
         self._reset_failures.set(n, None)
 
     def stall_resets(self) -> None:
-        """Make resets never return until :meth:`heal`, clean connection or not."""
+        """Make resets never return until ``heal``, clean connection or not."""
         self._reset_stall.active = True
 
     def heal(self) -> None:
@@ -730,10 +730,10 @@ class FakeClock:
 
 
 def from_url(url: str, **options: Any) -> FakeDriver:
-    """Make a :class:`FakeDriver` from a ``fake://`` URL, the entry point of ``create_pool``.
+    """Make a ``FakeDriver`` from a ``fake://`` URL, the entry point of ``create_pool``.
 
     Query parameters set latencies in seconds, e.g. ``fake://?connect_latency=0.01``; keyword
-    ``options`` (any :class:`FakeDriver` argument) override them. The host and path are ignored.
+    ``options`` (any ``FakeDriver`` argument) override them. The host and path are ignored.
     Raises ValueError for another scheme, and for an unknown, repeated, non-numeric or negative
     parameter, naming it.
     """

@@ -6,7 +6,7 @@ Two things make this driver more than a thin wrapper:
   the default reset (``reset="transaction"``) returns without a round trip when the connection
   is clean, and rolls back only when a transaction was left open or failed. ``reset="full"``
   also clears session state (settings, ``LISTEN`` registrations, advisory locks, open cursors)
-  with asyncpg's own :meth:`asyncpg.Connection.reset`, which costs a round trip on every release.
+  with asyncpg's own ``asyncpg.Connection.reset``, which costs a round trip on every release.
 * **A holder cancelled mid-query.** asyncpg answers the cancellation by asking the server to
   cancel the statement; until the server confirms, the connection is busy. The reset waits for
   that confirmation (bounded by the pool's ``reset_timeout``; past it the pool discards the
@@ -31,7 +31,7 @@ from ..url import redact_url
 __all__ = ["PostgresDriver", "ResetMode", "from_url"]
 
 ResetMode: TypeAlias = Literal["transaction", "full"]
-"""How much :meth:`PostgresDriver.reset` cleans: the open transaction only, or all session state."""
+"""How much ``PostgresDriver.reset`` cleans: the open transaction only, or all session state."""
 
 Password: TypeAlias = "str | Callable[[], str] | Callable[[], Awaitable[str]]"
 """A password, or a function (plain or async) asked for one at each connect."""
@@ -44,7 +44,7 @@ _CONNECT_OPTIONS = frozenset(inspect.signature(asyncpg.connect).parameters) - _N
 
 
 class PostgresDriver:
-    """Open, check and clean asyncpg connections for an :class:`aiodbpool.Pool`.
+    """Open, check and clean asyncpg connections for an ``aiodbpool.Pool``.
 
     Arguments:
 
@@ -63,9 +63,9 @@ class PostgresDriver:
         reset but not ``reset="full"`` (which runs ``RESET ALL``): with full resets, put
         settings in ``server_settings`` instead.
     ``reset``
-        ``"transaction"`` (the default) or ``"full"``; see :meth:`reset`.
+        ``"transaction"`` (the default) or ``"full"``; see ``reset``.
     ``**connect_options``
-        Any other keyword of :func:`asyncpg.connect`, passed through unchanged: ``ssl``,
+        Any other keyword of ``asyncpg.connect``, passed through unchanged: ``ssl``,
         ``server_settings``, ``statement_cache_size`` (``0`` behind PgBouncer in transaction
         mode), ``command_timeout``, ``host``, ``port``, ``user``, ``database``, ``timeout``,
         ``record_class``, ``connection_class``, ... An unknown keyword raises ``TypeError``
@@ -106,7 +106,7 @@ class PostgresDriver:
 
     @property
     def reset_mode(self) -> ResetMode:
-        """``"transaction"`` or ``"full"``: what :meth:`reset` cleans."""
+        """``"transaction"`` or ``"full"``: what ``reset`` cleans."""
         return self._reset_mode
 
     async def connect(self) -> asyncpg.Connection:
@@ -140,7 +140,7 @@ class PostgresDriver:
         and ``ROLLBACK``. Session state (``SET``, ``LISTEN``, advisory locks, cursors ``WITH
         HOLD``, prepared statements) stays, which is what an ``init`` callback relies on.
 
-        ``reset="full"``: :meth:`asyncpg.Connection.reset` on every release: roll back, then
+        ``reset="full"``: ``asyncpg.Connection.reset`` on every release: roll back, then
         ``pg_advisory_unlock_all()``, ``CLOSE ALL``, ``UNLISTEN *`` and ``RESET ALL`` in one
         statement, and drop the connection's listeners. One round trip each time; a
         connection comes back as if new, whatever its last user did.
@@ -173,9 +173,9 @@ class PostgresDriver:
 
 
 def from_url(url: str, **options: Any) -> PostgresDriver:
-    """Make a :class:`PostgresDriver` for a ``postgresql://`` or ``postgres://`` URL.
+    """Make a ``PostgresDriver`` for a ``postgresql://`` or ``postgres://`` URL.
 
-    The entry point ``create_pool`` uses; keyword ``options`` are :class:`PostgresDriver`'s.
+    The entry point ``create_pool`` uses; keyword ``options`` are ``PostgresDriver``'s.
     """
     return PostgresDriver(url, **options)
 

@@ -10,7 +10,7 @@ this module does about it:
 * **Autocommit.** Connections are opened with ``isolation_level=None``: a statement outside an
   explicit transaction commits at once. ``reset`` rolls back only a transaction the user opened
   and left open, so returning a connection never silently drops a write.
-* **Transactions that do not deadlock.** :meth:`SQLiteDriver.transaction` starts with ``BEGIN
+* **Transactions that do not deadlock.** ``SQLiteDriver.transaction`` starts with ``BEGIN
   IMMEDIATE``: it takes the write lock first (waiting for it within the busy timeout), so a
   transaction that reads then writes cannot fail halfway because another writer committed.
 * **A shared in-memory database.** ``:memory:`` would give each connection its own empty
@@ -20,7 +20,7 @@ this module does about it:
   concurrent writers fail at once with "database table is locked".) A memory database lives only
   while a connection to it is open, and the pool may close all of its connections when they are
   idle; the driver therefore holds one more connection, outside the pool, for its own lifetime
-  (see :meth:`SQLiteDriver.aclose`).
+  (see ``SQLiteDriver.aclose``).
 * **Cancellation.** Cancelling a task does not stop the statement it was waiting for: that keeps
   running in the connection's thread, and may even open a transaction after the task moved on
   (a ``BEGIN`` that was waiting for the lock). When a task that is being cancelled gives a
@@ -161,7 +161,7 @@ class SQLiteDriver:
         busy_timeout: Seconds a statement waits for a lock held by another connection before it
             fails with "database is locked".
         foreign_keys: ``PRAGMA foreign_keys``: enforce ``REFERENCES`` constraints.
-        transaction_mode: How :meth:`transaction` begins: ``"immediate"`` takes the write lock at
+        transaction_mode: How ``transaction`` begins: ``"immediate"`` takes the write lock at
             once; ``"deferred"`` only at the first write, so a transaction that read first can
             fail with "database is locked" when another writer committed in between;
             ``"exclusive"`` also keeps readers out (in WAL mode it is the same as immediate).
@@ -382,7 +382,7 @@ class SQLiteDriver:
 
         ``sqlite3_interrupt`` does nothing when no statement runs, but while a cursor is left
         half-read the interrupt stays pending and fails the next statements too: so ``conn``
-        is marked until :meth:`_settle` proves a statement runs again.
+        is marked until ``_settle`` proves a statement runs again.
         """
         self._interrupted.add(conn)
         raw = self._raw.get(conn)
@@ -480,11 +480,11 @@ _DRIVER_OPTIONS: Final = (*_URL_PARAMETERS, "init")
 
 
 def from_url(url: str, **options: Any) -> SQLiteDriver:
-    """Make a :class:`SQLiteDriver` from a ``sqlite://`` URL, the entry point of ``create_pool``.
+    """Make a ``SQLiteDriver`` from a ``sqlite://`` URL, the entry point of ``create_pool``.
 
     ``sqlite:///relative/app.db`` (relative to the current directory), ``sqlite:////abs/app.db``
     or ``sqlite:///:memory:``. Query parameters set options (``?mode=ro&busy_timeout=10``);
-    keyword ``options`` (any :class:`SQLiteDriver` option) override them. Raises ValueError for
+    keyword ``options`` (any ``SQLiteDriver`` option) override them. Raises ValueError for
     a malformed URL or parameter, TypeError for an unknown option, naming it.
     """
     parts = urlsplit(url)

@@ -11,10 +11,10 @@
 
 How the pieces meet
 -------------------
-* :func:`lifespan` opens the pools and records them, by name, in the app's ``state``. The
+* ``lifespan`` opens the pools and records them, by name, in the app's ``state``. The
   dependencies look them up there through the request, so each app in a process has its own
   pools, and a test that runs the lifespan gets pools of its own.
-* :data:`connection` and :data:`transaction` lend one connection per request and pool; the
+* ``connection`` and ``transaction`` lend one connection per request and pool; the
   transaction runs on that same connection. Both give the connection back when the path
   operation returns, *before* the response is sent: a transaction is committed before the
   client hears anything, so a commit that fails becomes an error response, never a 200.
@@ -24,7 +24,7 @@ When FastAPI exits a dependency
 FastAPI runs the code after a dependency's ``yield`` either when the path operation function
 returns (``Depends(..., scope="function")``) or after the response has been sent (the default
 for dependencies with ``yield``). Users write ``Depends(transaction)``, without a scope, so
-:data:`transaction` is a plain ``async def`` that only passes on the connection, and the work
+``transaction`` is a plain ``async def`` that only passes on the connection, and the work
 with ``yield`` -- acquire and release, begin and commit -- lives in sub-dependencies declared
 with ``scope="function"``. The scope belongs to the ``Depends`` that declares a dependency, and
 these ``Depends`` are ours.
@@ -72,7 +72,7 @@ __all__ = [
 logger = logging.getLogger("aiodbpool.fastapi")
 
 _STATE_ATTRIBUTE: Final = "aiodbpool_pools"
-"""The attribute of ``app.state`` where :func:`lifespan` keeps the app's open pools by name."""
+"""The attribute of ``app.state`` where ``lifespan`` keeps the app's open pools by name."""
 
 _UNAVAILABLE: Final[dict[type[PoolError], tuple[str, str]]] = {
     PoolTimeout: ("timeout", "no database connection became free in time"),
@@ -86,17 +86,17 @@ may name hosts and ports, which the clients have no business seeing."""
 
 
 _LOST: Final = ("connection_lost", "the database connection was lost during the request")
-"""The ``reason`` and ``detail`` of a 503 for :class:`ConnectionLost`."""
+"""The ``reason`` and ``detail`` of a 503 for ``ConnectionLost``."""
 
 
 class ConnectionLost(Exception):
     """The database closed a request's connection while the request was using it.
 
-    Raised by :data:`connection` and :data:`transaction` in place of the driver's error (chained
+    Raised by ``connection`` and ``transaction`` in place of the driver's error (chained
     as ``__cause__``) when the path operation failed and the pool's driver then reports its
     connection closed: the server restarted, a network cut ended the session, an administrator
     terminated the backend. The connection was sound when it was lent; the request met an outage
-    rather than a bug, so :func:`install` answers it like the pool's own "cannot serve now"
+    rather than a bug, so ``install`` answers it like the pool's own "cannot serve now"
     errors, with a 503 and ``Retry-After``. Whether a write the request sent was committed is
     unknown, as it is whenever a connection drops mid-statement.
     """
@@ -118,8 +118,8 @@ def lifespan(
     this one inside it -- ``async with lifespan(pool)(app):`` -- so the pools are open while
     your start-up and shutdown code runs.
 
-    The first pool is the default one, lent by :data:`connection` and :data:`transaction`;
-    every pool is reachable by its name with :func:`connection_for` and :func:`transaction_for`.
+    The first pool is the default one, lent by ``connection`` and ``transaction``;
+    every pool is reachable by its name with ``connection_for`` and ``transaction_for``.
     Pool names must be unique within the app. At shutdown the pools are closed together;
     connections still in use after ``close_timeout`` seconds are terminated.
     """
@@ -277,7 +277,7 @@ _DEFAULT: Final = _make_dependencies(None)
 _NAMED: dict[str, _Dependencies] = {}
 
 connection: Final = _DEFAULT.connection
-"""Dependency: a connection of the app's default pool (the first given to :func:`lifespan`).
+"""Dependency: a connection of the app's default pool (the first given to ``lifespan``).
 
 ``conn: Annotated[asyncpg.Connection, Depends(connection)]``. Lent for the request and given
 back when the path operation returns or raises, before the response is sent. Several
@@ -289,13 +289,13 @@ transaction: Final = _DEFAULT.transaction
 
 ``conn: Annotated[asyncpg.Connection, Depends(transaction)]``. Committed before the response is
 sent when the path operation returns; rolled back when it raises (``HTTPException`` included).
-A failed commit becomes an error response. It is the same connection that :data:`connection`
+A failed commit becomes an error response. It is the same connection that ``connection``
 gives in that request.
 """
 
 
 def connection_for(name: str) -> Callable[..., Awaitable[Any]]:
-    """The :data:`connection` dependency for the pool called ``name``.
+    """The ``connection`` dependency for the pool called ``name``.
 
     ``replica = connection_for("replica")``, then ``Depends(replica)``. Calls with the same name
     return the same dependency, so a request gets one connection of that pool however many
@@ -305,7 +305,7 @@ def connection_for(name: str) -> Callable[..., Awaitable[Any]]:
 
 
 def transaction_for(name: str) -> Callable[..., Awaitable[Any]]:
-    """The :data:`transaction` dependency for the pool called ``name``."""
+    """The ``transaction`` dependency for the pool called ``name``."""
     return _named(name).transaction
 
 
@@ -337,13 +337,13 @@ def install(
 
     * ``PoolTimeout``, ``PoolExhausted``, ``PoolConnectError`` and ``PoolClosed`` become ``503
       Service Unavailable`` with ``Retry-After: <retry_after>`` and a JSON body naming the pool
-      and the reason; the error itself is logged, not shown. So does :class:`ConnectionLost`:
+      and the reason; the error itself is logged, not shown. So does ``ConnectionLost``:
       a request whose connection the database closed under it.
     * ``live_path``: 200 while the process serves requests.
     * ``ready_path``: each pool lends a connection and pings it within ``ready_timeout``
       seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout. Each
       pool's answer also says whether its circuit breaker is ``"open"`` or ``"closed"``.
-    * ``stats_path``: every pool's :class:`~aiodbpool.PoolStats` as JSON.
+    * ``stats_path``: every pool's ``PoolStats`` as JSON.
     * ``metrics_path``: the pools' metrics in Prometheus' text format; only when
       ``prometheus-client`` is installed.
 
@@ -463,7 +463,7 @@ def _breaker(pool: Pool[Any]) -> str:
 
 
 def _unavailable(error: Exception) -> tuple[str, str]:
-    """The ``reason`` and ``detail`` of a pool error in :data:`_UNAVAILABLE` (or a subclass)."""
+    """The ``reason`` and ``detail`` of a pool error in ``_UNAVAILABLE`` (or a subclass)."""
     for error_class, answer in _UNAVAILABLE.items():
         if isinstance(error, error_class):
             return answer

@@ -1,13 +1,13 @@
 """Prometheus metrics for pools, named after OpenTelemetry's ``db.client.connection.*`` conventions.
 
 Install the ``metrics`` extra (``prometheus-client``). Nothing is recorded twice: a
-:class:`PoolCollector` reads each pool's :meth:`~aiodbpool.Pool.stats` when Prometheus scrapes,
+``PoolCollector`` reads each pool's ``stats`` when Prometheus scrapes,
 so metrics cost nothing between scrapes. Use it in your own registry::
 
     from prometheus_client import REGISTRY
     REGISTRY.register(PoolCollector([pool]))
 
-or let :func:`render` produce a scrape response (the FastAPI integration's ``/metrics`` route
+or let ``render`` produce a scrape response (the FastAPI integration's ``/metrics`` route
 does). Every metric is labelled with ``pool_name``.
 
 OpenTelemetry's names, as Prometheus spells them (dots become underscores, units a suffix):

@@ -6,10 +6,10 @@ timeout is not free, though: ``asyncio.timeout`` schedules a timer on the event 
 afterwards. Paying that on every release would double the cost of the fast path, where ``reset`` on
 a clean connection returns without any I/O.
 
-:func:`call_with_timeout` therefore takes the first step of the driver's coroutine by hand. If the
+``call_with_timeout`` therefore takes the first step of the driver's coroutine by hand. If the
 coroutine finishes in that step (it never waited on anything), its result is returned at once and no
 timer was ever armed. Only if the coroutine suspends -- it is waiting for the network -- does the
-timeout start, and :class:`_Resume` drives the rest of the coroutine under it, exactly as ``await``
+timeout start, and ``_Resume`` drives the rest of the coroutine under it, exactly as ``await``
 would have. The timer starts a few instructions late, which is harmless for limits measured in
 seconds.
 """

@@ -6,7 +6,7 @@ synchronous ``_maintain()`` step, which decides and starts the work. The job hol
 reference to the pool between runs: a pool that the application forgot (and never closed) can
 still be garbage-collected, and its job then ends by itself at the next wake-up.
 
-:class:`Backoff` spaces out refill attempts while the database refuses connections, so a pool
+``Backoff`` spaces out refill attempts while the database refuses connections, so a pool
 does not hammer a database that is restarting.
 """
 

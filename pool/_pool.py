@@ -2,7 +2,7 @@
 
 How to read this module
 -----------------------
-Every connection the pool knows about is wrapped in a :class:`_Record` and lives in exactly one of
+Every connection the pool knows about is wrapped in a ``_Record`` and lives in exactly one of
 these places (the *books*):
 
 * ``_idle``      open, clean, waiting to be handed out (a stack: the last released is reused first);
@@ -20,7 +20,7 @@ or ``_ROOM``, a slot already reserved for that waiter to open a new connection (
 was closed). Because releases serve waiters before parking a connection in ``_idle``, a non-empty
 ``_idle`` means nobody waits -- which is what lets the fast path skip the queue safely.
 
-The fast path (:meth:`Pool._take_idle`, and a release whose ``reset`` does no I/O) runs without
+The fast path (``Pool._take_idle``, and a release whose ``reset`` does no I/O) runs without
 suspending, without creating tasks and without locks. Everything that waits -- connecting, pinging,
 resetting a dirty connection, waiting in line -- is the slow path.
 
@@ -103,7 +103,7 @@ _ROOM: Final = _Room()
 
 @dataclass(slots=True)
 class _Counters:
-    """The running counters behind :class:`PoolStats`; only the pool changes them."""
+    """The running counters behind ``PoolStats``; only the pool changes them."""
 
     acquired: int = 0
     waited: int = 0
@@ -122,7 +122,7 @@ class _Counters:
 
 @dataclass(slots=True)
 class _Settings:
-    """The options that may change while the pool runs (see :meth:`Pool.resize`)."""
+    """The options that may change while the pool runs (see ``Pool.resize``)."""
 
     min_size: int
     max_size: int
@@ -140,7 +140,7 @@ class Pool(Generic[C]):
     ``None`` is allowed it means "no limit" or "never".
 
     Args:
-        driver: Opens, checks, cleans and closes connections (see :class:`aiodbpool.Driver`).
+        driver: Opens, checks, cleans and closes connections (see ``aiodbpool.Driver``).
         name: Shown in ``repr``, logs, stats and errors.
         min_size: Connections kept open even when idle.
         max_size: Upper bound on connections.
@@ -322,7 +322,7 @@ class Pool(Generic[C]):
         """Open the pool and its ``min_size`` connections.
 
         With ``wait=True`` (the default) this returns once ``min_size`` connections are open, and
-        raises :class:`PoolConnectError` if they cannot be opened, leaving the pool unopened so
+        raises ``PoolConnectError`` if they cannot be opened, leaving the pool unopened so
         that ``open()`` may be tried again. With ``wait=False`` it returns at once and the
         connections are opened in the background. Opening an open pool does nothing.
         """
@@ -388,7 +388,7 @@ class Pool(Generic[C]):
     async def close(self, timeout: float = 10.0) -> None:
         """Close the pool; safe to call more than once, and on a pool never opened.
 
-        New acquires fail with :class:`PoolClosed` at once, and so does every acquirer already
+        New acquires fail with ``PoolClosed`` at once, and so does every acquirer already
         waiting. Idle connections are closed; connections in use are closed as they come back.
         Whatever is still in use after ``timeout`` seconds is terminated. A connection released
         after that is ignored (it was already closed).
@@ -429,7 +429,7 @@ class Pool(Generic[C]):
         Growing lets waiters open connections at once. Shrinking closes excess idle connections
         now, and excess connections in use when they come back; nothing new opens until the pool
         is under the new bound. A pool not opened yet takes the sizes for when it opens; a
-        closed pool refuses with :class:`PoolClosed`.
+        closed pool refuses with ``PoolClosed``.
         """
         settings = self._settings
         new_min = settings.min_size if min_size is None else min_size
@@ -484,9 +484,9 @@ class Pool(Generic[C]):
         """Borrow a connection: ``async with pool.acquire() as conn:`` or ``await pool.acquire()``.
 
         Waits at most ``timeout`` seconds (``None``: the pool's ``acquire_timeout``) for waiting in
-        line, validating and connecting together, then raises :class:`PoolTimeout`. Raises
-        :class:`PoolConnectError` at once if a new connection was needed and could not be opened,
-        :class:`PoolExhausted` if ``max_waiting`` acquirers already wait, and :class:`PoolClosed`
+        line, validating and connecting together, then raises ``PoolTimeout``. Raises
+        ``PoolConnectError`` at once if a new connection was needed and could not be opened,
+        ``PoolExhausted`` if ``max_waiting`` acquirers already wait, and ``PoolClosed``
         if the pool is not open. After ``await pool.acquire()`` you must ``await pool.release()``.
         """
         if timeout is not None:
@@ -1229,7 +1229,7 @@ class Pool(Generic[C]):
 class _Acquire(Generic[C]):
     """What ``pool.acquire()`` returns: awaitable, and an async context manager.
 
-    ``await pool.acquire()`` runs :meth:`__await__`. ``async with pool.acquire() as conn`` awaits
+    ``await pool.acquire()`` runs ``__await__``. ``async with pool.acquire() as conn`` awaits
     the object returned by ``__aenter__`` -- this same object -- and releases on exit. When an
     idle connection is ready, ``__await__`` returns it without ever suspending: no task, no
     future, no lock.

@@ -1,12 +1,12 @@
 """The queue of acquirers waiting for a connection: strictly first in, first out.
 
 A waiter is a future. Whoever frees something an acquirer can use -- a released connection, or room
-to open a new one -- *offers* it to the queue with :meth:`Waiters.offer`. The offer goes to the
+to open a new one -- *offers* it to the queue with ``Waiters.offer``. The offer goes to the
 oldest waiter that still waits; a waiter that timed out or was cancelled has a finished future and
 is skipped, so the offer is *refused* and the caller keeps what it offered (it goes back to the
 pool). That is what keeps a timed-out waiter from swallowing a connection.
 
-One race remains, and :meth:`Waiters.wait` closes it: a waiter can be cancelled *after* its future
+One race remains, and ``Waiters.wait`` closes it: a waiter can be cancelled *after* its future
 received a connection but *before* its task resumed to take it. The waiter then owns something it
 will never use, so it hands it back through the ``give_back`` callback before the cancellation
 propagates.

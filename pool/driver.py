@@ -1,16 +1,16 @@
 """The contract between the pool and a database client library.
 
-A driver is any object with the five methods of :class:`Driver`; no base class is needed. The pool
+A driver is any object with the five methods of ``Driver``; no base class is needed. The pool
 only ever talks to a database through these methods, which is what keeps ``aiodbpool`` itself free
 of any database dependency.
 
 Three abilities are optional, each its own small protocol so the required contract stays small:
 
-* :class:`SupportsTerminate`: a synchronous hard close, used when a polite ``close`` timed out or a
+* ``SupportsTerminate``: a synchronous hard close, used when a polite ``close`` timed out or a
   connection is in an unknown state (a ``reset`` that failed or was interrupted).
-* :class:`SupportsTransaction`: an async context manager that commits on success and rolls back on
+* ``SupportsTransaction``: an async context manager that commits on success and rolls back on
   error; integrations use it to offer "a connection inside a transaction" for every driver.
-* :class:`SupportsAclose`: releases what the driver holds besides its connections (SQLite's shared
+* ``SupportsAclose``: releases what the driver holds besides its connections (SQLite's shared
   in-memory database); a pool created with ``close_driver=True`` calls it when it closes.
 """
 

@@ -2,7 +2,7 @@
 
 A histogram answers "how often did an acquire wait longer than 100 ms?", which a total and a
 maximum cannot. The pool records three of them (create, wait and use time, after OpenTelemetry's
-``db.client.connection.*`` metrics) and :meth:`aiodbpool.Pool.stats` returns snapshots of them,
+``db.client.connection.*`` metrics) and ``aiodbpool.Pool.stats`` returns snapshots of them,
 ready for Prometheus or any other exporter.
 
 Recording is one binary search over the bucket bounds and two additions: cheap enough for the
@@ -43,7 +43,7 @@ class DurationHistogram:
 
     ``counts[i]`` is the number of durations ``d`` with ``bounds[i-1] < d <= bounds[i]``; the
     last count, one past the bounds, holds those above the last bound. Prometheus wants
-    cumulative counts: see :meth:`cumulative`.
+    cumulative counts: see ``cumulative``.
     """
 
     bounds: tuple[float, ...]
@@ -78,7 +78,7 @@ class DurationHistogram:
 
 
 class _Recorder:
-    """The live counts behind a :class:`DurationHistogram`; only the pool records into it."""
+    """The live counts behind a ``DurationHistogram``; only the pool records into it."""
 
     __slots__ = ("_bounds", "_counts", "_total")
 

@@ -8,7 +8,7 @@ registers one in its ``pyproject.toml``::
     [project.entry-points."aiodbpool.drivers"]
     mysql = "aiodbpool_mysql:from_url"
 
-Keyword arguments of :func:`create_pool` that are options of :class:`aiodbpool.Pool` configure
+Keyword arguments of ``create_pool`` that are options of ``aiodbpool.Pool`` configure
 the pool; all others are passed to the driver's factory.
 """
 
@@ -42,7 +42,7 @@ _PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def create_pool(url: str, **options: Any) -> Pool[Any]:
-    """Create an unopened :class:`Pool` for the database at ``url``.
+    """Create an unopened ``Pool`` for the database at ``url``.
 
     >>> pool = create_pool("fake://", max_size=4)
     >>> pool

@@ -1,5 +1,6 @@
-"""Every Python example in the README and docs/ runs, so no example rots.
+"""Every Python example in the README, docs/ and the docstrings runs, so no example rots.
 
+The ``>>>`` examples in the package's docstrings (shown in the API reference) run as doctests.
 A ```python block is executed as a module. If it defines ``async def test_...`` functions (the
 fake-driver guide's examples are tests for the reader's own suite), each one is run too. A block
 that reads ``DATABASE_URL`` gets the test suite's PostgreSQL server there.
@@ -8,7 +9,10 @@ that reads ``DATABASE_URL`` gets the test suite's PostgreSQL server there.
 from __future__ import annotations
 
 import asyncio
+import doctest
+import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -42,3 +46,19 @@ def test_example_runs(
     for name, value in namespace.items():
         if name.startswith("test_") and inspect.iscoroutinefunction(value):
             asyncio.run(value())
+
+
+def _modules() -> list[str]:
+    """Every module of the installed package whose docstrings hold ``>>>`` examples."""
+    import aiodbpool
+
+    names = ["aiodbpool"]
+    names += [info.name for info in pkgutil.walk_packages(aiodbpool.__path__, prefix="aiodbpool.")]
+    return [name for name in names if ">>>" in inspect.getsource(importlib.import_module(name))]
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_docstring_examples_run(module: str) -> None:
+    results = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert results.attempted > 0
+    assert results.failed == 0
