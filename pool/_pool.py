@@ -36,6 +36,7 @@ import enum
 import inspect
 import logging
 import math
+import os
 import random
 import traceback
 import warnings
@@ -301,8 +302,11 @@ class Pool(Generic[C]):
         self._loop: asyncio.AbstractEventLoop | None = None
         # The thread running that loop. Comparing thread ids is what the fast paths can afford
         # (asyncio.get_running_loop() costs several times more): a pool used from another
-        # loop's thread is sent to the slow path, which checks the loop itself.
+        # loop's thread is sent to the slow path, which checks the loop itself. In a forked
+        # child it is cleared (_after_fork_in_child), since the child's thread id is the same.
         self._thread: int | None = None
+        self._pid = os.getpid()  # the process that opened the pool (set again by open())
+        _POOLS.add(self)
 
     # ------------------------------------------------------------------ public API: life cycle
 
@@ -335,6 +339,7 @@ class Pool(Generic[C]):
             )
         self._loop = asyncio.get_running_loop()
         self._thread = get_ident()
+        self._pid = os.getpid()
         self._state = _State.OPEN
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
@@ -535,7 +540,7 @@ class Pool(Generic[C]):
         A connection the server or the network closed while it was lent fails its reset too;
         that is expected after an outage, so it is logged at INFO rather than as a warning.
         """
-        closed = self._is_closed(record.conn)
+        closed = self._known_closed(record.conn)
         self._drop(record, "discarded", hard=True)
         if not isinstance(error, Exception):
             return
@@ -720,7 +725,7 @@ class Pool(Generic[C]):
     async def _usable(self, record: _Record[C]) -> bool:
         """Check an idle connection taken by the slow path; discard it if it is not usable."""
         now = self._clock()
-        if self._is_closed(record.conn):
+        if self._known_closed(record.conn):
             self._drop(record, "discarded")
             return False
         if now >= record.retire_at:
@@ -794,8 +799,14 @@ class Pool(Generic[C]):
         self._return_to_pool(task.result(), self._clock())
 
     def _check_loop(self) -> None:
-        """Refuse a call from an event loop other than the pool's: its connections, futures and
-        tasks belong to the loop that opened it."""
+        """Refuse a call from an event loop other than the pool's, or from a forked child: its
+        connections, futures and tasks belong to the loop (and process) that opened it."""
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"pool {self._name!r} was opened in the parent of this forked process; its "
+                "connections belong to the parent (create and open the pool in each worker "
+                "process, e.g. in the app's lifespan)"
+            )
         if asyncio.get_running_loop() is not self._loop:
             raise RuntimeError(
                 f"pool {self._name!r} was opened in another event loop; a pool belongs to the "
@@ -823,13 +834,17 @@ class Pool(Generic[C]):
         minus infinity), the driver says it is closed, or ``resize()`` shrank the pool below
         its size.
         """
-        if (
-            self._state is not _State.OPEN
-            or now >= record.retire_at
-            or record.uses >= self._max_uses
-            or self._is_closed(record.conn)
-            or (self._shrinking and self._above_max_size())
-        ):
+        try:
+            retire = (
+                self._state is not _State.OPEN
+                or now >= record.retire_at
+                or record.uses >= self._max_uses
+                or self._is_closed(record.conn)
+                or (self._shrinking and self._above_max_size())
+            )
+        except Exception:  # the driver's is_closed() failed: costs nothing until it does
+            retire = True
+        if retire:
             self._retire(record)
             return
         record.released_at = now
@@ -850,11 +865,25 @@ class Pool(Generic[C]):
         """Close a returning connection that must not be reused, counting why."""
         if self._state is not _State.OPEN:
             reason = "closed"
-        elif self._is_closed(record.conn):
+        elif self._known_closed(record.conn):
             reason = "discarded"
         else:
             reason = "evicted_lifetime"
         self._drop(record, reason)
+
+    def _known_closed(self, conn: C) -> bool:
+        """``driver.is_closed(conn)``, where a driver bug must not cost a slot: if it raises,
+        the connection's state is unknown, so it counts as closed (and is discarded)."""
+        try:
+            return self._is_closed(conn)
+        except Exception as error:
+            logger.warning(
+                "pool %r: the driver's is_closed() raised, so the connection is treated as "
+                "closed: %s",
+                self._name,
+                _describe(error),
+            )
+            return True
 
     def _foreign_connection_error(self, conn: object, action: str) -> ValueError:
         record = self._in_use.get(id(conn))
@@ -1226,6 +1255,27 @@ class Pool(Generic[C]):
         return errors
 
 
+_POOLS: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
+"""Every pool of this process not yet garbage-collected, for ``_after_fork_in_child``."""
+
+
+def _after_fork_in_child() -> None:
+    """Run in a child process right after ``fork()``.
+
+    The child inherits every pool, with the parent's connections (the same sockets) and the
+    parent's random state. Clearing the thread id sends the child's first acquire or release to
+    the slow path, which refuses it (``_check_loop``); reseeding makes lifetime and backoff
+    jitter differ between worker processes forked from one parent.
+    """
+    for pool in list(_POOLS):
+        pool._thread = None
+        pool._rng.seed()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Acquire(Generic[C]):
     """What ``pool.acquire()`` returns: awaitable, and an async context manager.
 
@@ -1235,13 +1285,22 @@ class _Acquire(Generic[C]):
     future, no lock.
     """
 
-    __slots__ = ("_conn", "_pool", "_timeout")
+    __slots__ = ("_awaited", "_conn", "_pool", "_timeout")
 
     def __init__(self, pool: Pool[C], timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
+        # One object, one connection: entered twice, the first exit would release the
+        # connection the second user still holds (and the pool lend it to a third).
+        self._awaited = False
 
     def __await__(self) -> Generator[Any, None, C]:
+        if self._awaited:
+            raise RuntimeError(
+                "this pool.acquire() was already awaited or entered: call pool.acquire() "
+                "once for each connection"
+            )
+        self._awaited = True
         conn = self._pool._take_idle()
         if conn is None:
             conn = yield from self._pool._acquire_slowly(self._timeout).__await__()

@@ -91,6 +91,27 @@ async def test_acquire_is_an_async_context_manager_for_exit_stacks() -> None:
         assert (pool.stats().idle, pool.stats().in_use) == (2, 0)
 
 
+async def test_one_acquire_object_lends_one_connection_only() -> None:
+    """Entered a second time (by mistake, or by two tasks), it refuses at once: otherwise the
+    first exit would release the connection the second user still holds."""
+    async with Pool(FakeDriver(), max_size=2) as pool:
+        lend = pool.acquire()
+        async with lend as conn:
+            with pytest.raises(RuntimeError, match=r"already awaited or entered"):
+                async with lend:
+                    pytest.fail("entered twice")
+            assert pool.stats().in_use == 1
+            await conn.execute("SELECT 1")  # still this caller's
+        with pytest.raises(RuntimeError, match=r"already awaited"):
+            await lend  # nor reused after its release
+        spent = pool.acquire()
+        await pool.release(await spent)
+        with pytest.raises(RuntimeError, match=r"already awaited"):
+            await spent
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+        check_books(pool)
+
+
 # ------------------------------------------------------------------ the bound and the queue
 
 

@@ -109,6 +109,60 @@ async def test_a_connection_that_comes_back_closed_is_discarded_without_a_warnin
         check_books(pool)
 
 
+class _FailingIsClosed(FakeDriver):
+    """A driver whose ``is_closed`` raises while ``failing`` is set: a driver bug."""
+
+    failing = False
+
+    def is_closed(self, conn: FakeConnection) -> bool:
+        if self.failing:
+            raise RuntimeError("is_closed is broken")
+        return super().is_closed(conn)
+
+
+@pytest.mark.parametrize("dirty", [False, True], ids=["clean", "in a transaction"])
+async def test_a_failing_is_closed_on_release_discards_the_connection_and_frees_its_slot(
+    dirty: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = _FailingIsClosed()
+    async with Pool(driver, name="app", max_size=1, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        if dirty:
+            await conn.execute("BEGIN")
+        driver.failing = True
+
+        await pool.release(conn)
+
+        driver.failing = False
+        await wait_until(lambda: pool.stats().closing == 0)  # closed in the background
+        assert (pool.stats().size, pool.stats().in_use, pool.stats().discarded) == (0, 0, 1)
+        assert "the driver's is_closed() raised" in caplog.text
+        async with pool.acquire(timeout=5) as again:
+            assert again is not conn
+        check_books(pool)
+
+
+async def test_a_failing_is_closed_on_the_slow_path_discards_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = _FailingIsClosed()
+    clock = FakeClock()
+    async with Pool(driver, max_size=1, validate_after_idle=1, clock=clock) as pool:
+        async with pool.acquire() as first:
+            pass
+        clock.advance(5)  # idle long enough for the slow path, which checks it first
+        driver.failing = True
+
+        async with pool.acquire(timeout=5) as second:
+            assert second is not first  # the first one's state is unknown: replaced
+            driver.failing = False
+
+        assert first.closed
+        assert (pool.stats().discarded, pool.stats().idle) == (1, 1)
+        assert "the driver's is_closed() raised" in caplog.text
+        check_books(pool)
+
+
 async def test_reset_timeout_bounds_a_stalled_reset_and_discards_the_connection() -> None:
     driver = FakeDriver()
     async with Pool(driver, reset_timeout=0.05, clock=FakeClock()) as pool:
