@@ -638,12 +638,16 @@ class Pool(Generic[C]):
             return None
         record = idle[-1]
         now = self._clock()
-        if (
-            now - record.released_at >= self._validate_after_idle
-            or now >= record.retire_at
-            or self._is_closed(record.conn)
-            or get_ident() != self._thread  # another loop's thread: the slow path explains
-        ):
+        try:
+            unfit = (
+                now - record.released_at >= self._validate_after_idle
+                or now >= record.retire_at
+                or self._is_closed(record.conn)
+                or get_ident() != self._thread  # another loop's thread: the slow path explains
+            )
+        except Exception:  # the driver's is_closed() failed: the slow path discards it
+            return None
+        if unfit:
             return None
         idle.pop()
         self._in_use[id(record.conn)] = record

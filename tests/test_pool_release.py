@@ -142,15 +142,16 @@ async def test_a_failing_is_closed_on_release_discards_the_connection_and_frees_
         check_books(pool)
 
 
-async def test_a_failing_is_closed_on_the_slow_path_discards_the_connection(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize("fresh", [0.0, 5.0], ids=["fast path", "slow path"])
+async def test_a_failing_is_closed_on_acquire_discards_the_connection(
+    fresh: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     driver = _FailingIsClosed()
     clock = FakeClock()
     async with Pool(driver, max_size=1, validate_after_idle=1, clock=clock) as pool:
         async with pool.acquire() as first:
             pass
-        clock.advance(5)  # idle long enough for the slow path, which checks it first
+        clock.advance(fresh)  # fresh: the fast path asks first; else the slow path does
         driver.failing = True
 
         async with pool.acquire(timeout=5) as second:
