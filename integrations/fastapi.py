@@ -1,6 +1,6 @@
 """FastAPI integration: open pools with the app, lend connections to requests, report health.
 
-::
+In short (the FastAPI guide has complete, tested examples):
 
     pool = create_pool(os.environ["DATABASE_URL"], max_size=10, acquire_timeout=5)
     app = FastAPI(lifespan=lifespan(pool))  # opens the pool at start-up, closes it at shutdown

@@ -1,29 +1,31 @@
 """Prometheus metrics for pools, named after OpenTelemetry's ``db.client.connection.*`` conventions.
 
 Install the ``metrics`` extra (``prometheus-client``). Nothing is recorded twice: a
-``PoolCollector`` reads each pool's ``stats`` when Prometheus scrapes,
-so metrics cost nothing between scrapes. Use it in your own registry::
+``PoolCollector`` reads each pool's ``stats`` when Prometheus scrapes, so metrics cost nothing
+between scrapes. Register it in your own registry (or in ``prometheus_client.REGISTRY``):
 
-    from prometheus_client import REGISTRY
-    REGISTRY.register(PoolCollector([pool]))
+>>> from prometheus_client import CollectorRegistry, generate_latest
+>>> from aiodbpool import create_pool
+>>> registry = CollectorRegistry()
+>>> registry.register(PoolCollector([create_pool("fake://", name="app", max_size=4)]))
+>>> b'db_client_connection_max{pool_name="app"} 4.0' in generate_latest(registry)
+True
 
 or let ``render`` produce a scrape response (the FastAPI integration's ``/metrics`` route
 does). Every metric is labelled with ``pool_name``.
 
 OpenTelemetry's names, as Prometheus spells them (dots become underscores, units a suffix):
 
-=====================================================  =========  ============================
-metric                                                 type       what
-=====================================================  =========  ============================
-``db_client_connection_count{state="idle"|"used"}``    gauge      open connections by state
-``db_client_connection_idle_min``                      gauge      ``min_size``
-``db_client_connection_max``                           gauge      ``max_size``
-``db_client_connection_pending_requests``              gauge      acquirers waiting
-``db_client_connection_timeouts_total``                counter    acquires that timed out
-``db_client_connection_create_time_seconds``           histogram  connect durations
-``db_client_connection_wait_time_seconds``             histogram  acquire durations
-``db_client_connection_use_time_seconds``              histogram  hand-out to release
-=====================================================  =========  ============================
+| metric | type | what |
+| --- | --- | --- |
+| ``db_client_connection_count{state=...}`` | gauge | open connections, "idle" or "used" |
+| ``db_client_connection_idle_min`` | gauge | ``min_size`` |
+| ``db_client_connection_max`` | gauge | ``max_size`` |
+| ``db_client_connection_pending_requests`` | gauge | acquirers waiting |
+| ``db_client_connection_timeouts_total`` | counter | acquires that timed out |
+| ``db_client_connection_create_time_seconds`` | histogram | connect durations |
+| ``db_client_connection_wait_time_seconds`` | histogram | acquire durations |
+| ``db_client_connection_use_time_seconds`` | histogram | hand-out to release |
 
 and the pool's own counters, under ``aiodbpool_``: connections opening and closing,
 ``aiodbpool_connections_created_total``, ``..._closed_total``, ``..._discarded_total``,

@@ -1,13 +1,13 @@
 """aiodbpool: a database-agnostic asyncio connection pool.
 
+>>> import asyncio
 >>> from aiodbpool import create_pool
 >>> pool = create_pool("fake://", max_size=4)
-
-Then, inside a coroutine::
-
-    async with pool:
-        async with pool.acquire() as conn:
-            ...
+>>> async def main() -> str:
+...     async with pool, pool.acquire() as conn:  # open the pool, borrow a connection
+...         return await conn.execute("SELECT 1")
+>>> asyncio.run(main())
+'OK'
 """
 
 from ._pool import Pool

@@ -3,7 +3,7 @@
 Drivers register their URL schemes in the ``aiodbpool.drivers`` entry-point group, the built-in
 ones exactly like third-party ones, so this module knows no database by name. An entry point
 names a factory ``from_url(url: str, **driver_options) -> Driver``. A third-party package
-registers one in its ``pyproject.toml``::
+registers one in its ``pyproject.toml``:
 
     [project.entry-points."aiodbpool.drivers"]
     mysql = "aiodbpool_mysql:from_url"
