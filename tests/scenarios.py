@@ -16,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from faultproxy import FaultProxy
 from helpers import check_books, wait_until
 from pgcluster import PgCluster
 
 from aiodbpool import Pool, PoolError, PoolStats
+from aiodbpool.drivers.postgres import PostgresDriver
 
 REPORT_VARIABLE = "AIODBPOOL_SCENARIO_REPORT"
 
@@ -41,6 +44,49 @@ POSTGRES_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What an operation on PostgreSQL may fail with while the server is away: the pool's errors,
 or the driver's "the connection broke" errors. Anything else (or a hang) is a bug."""
+
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    PoolError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # ConnectionDoesNotExistError: "connection was closed in the middle"
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
+"""What an operation may fail with while the network is broken (the server itself is fine): the
+pool's errors, or asyncpg's "the connection broke" errors. Anything else, or a hang, is a bug."""
+
+OPERATION_BOUND = 10.0
+"""No single operation may take longer than this, fault or not: past it, it counts as hung."""
+
+MARGIN = 3.0
+"""Added to a configured timeout for the latest an operation bounded by it may end, on a loaded
+machine."""
+
+TIMER_SLACK = 0.05
+"""How much earlier than asked a timer may seem to fire, measured with ``time.monotonic()``
+(uvloop reads its clock once per loop iteration)."""
+
+
+def unique_app_name(scenario: str) -> str:
+    """A name of the scenario's own for its sessions on the shared server."""
+    return f"aiodbpool-{scenario}-{uuid.uuid4().hex[:12]}"
+
+
+def proxied_pool(
+    fault_proxy: FaultProxy,
+    pg_cluster: PgCluster,
+    app_name: str,
+    server_settings: dict[str, str] | None = None,
+    **options: Any,
+) -> Pool[asyncpg.Connection]:
+    """A pool connecting through the fault proxy; its sessions are named ``app_name`` on the
+    server."""
+    driver = PostgresDriver(
+        fault_proxy.dsn_for(pg_cluster.dsn),
+        server_settings={"application_name": app_name, **(server_settings or {})},
+    )
+    return Pool(driver, name=app_name, **options)
+
 
 HEADER = (
     "| scenario | faults injected | attempted | succeeded | failed cleanly | hung | leaked "

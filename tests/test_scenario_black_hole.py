@@ -17,59 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 from faultproxy import FaultProxy
 from helpers import maintenance_tasks, wait_until
 from pgcluster import PgCluster
-from scenarios import Tally, sessions_settled, settled_books, unaccounted
+from scenarios import (
+    MARGIN,
+    NETWORK_ERRORS,
+    OPERATION_BOUND,
+    TIMER_SLACK,
+    Tally,
+    proxied_pool,
+    sessions_settled,
+    settled_books,
+    unaccounted,
+    unique_app_name,
+)
 
-from aiodbpool import Pool, PoolConnectError, PoolError, PoolStats
-from aiodbpool.drivers.postgres import PostgresDriver
+from aiodbpool import Pool, PoolConnectError, PoolStats
 
 MAX_SIZE = 4
 CONNECT_TIMEOUT = 0.5
 CLOSE_TIMEOUT = 0.5
 ACQUIRE_TIMEOUT = 5.0
-
-OPERATION_BOUND = 10.0
-"""No single operation may take longer than this, fault or not: past it, it counts as hung."""
-
-MARGIN = 3.0
-"""Added to a configured timeout for the latest an operation bounded by it may end, on a loaded
-machine."""
-
-TIMER_SLACK = 0.05
-"""How much earlier than asked a timer may seem to fire, measured with ``time.monotonic()``
-(uvloop reads its clock once per loop iteration)."""
-
-
-# What an operation may fail with while the network is broken: the pool's errors, or asyncpg's
-# "the connection broke" errors. Anything else, or a hang, is a bug.
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    PoolError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # ConnectionDoesNotExistError: "connection was closed in the middle"
-    asyncpg.InternalClientError,
-    ConnectionError,
-)
-
-
-def _app_name(scenario: str) -> str:
-    return f"aiodbpool-{scenario}-{uuid.uuid4().hex[:12]}"
-
-
-def _pool(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster, app_name: str, **options: Any
-) -> Pool[asyncpg.Connection]:
-    """A pool connecting through the proxy; its sessions are named ``app_name`` on the server."""
-    driver = PostgresDriver(
-        fault_proxy.dsn_for(pg_cluster.dsn), server_settings={"application_name": app_name}
-    )
-    return Pool(driver, name=app_name, **options)
 
 
 async def _select_one(pool: Pool[asyncpg.Connection]) -> None:
@@ -92,8 +64,8 @@ async def _timed(operation: Callable[[], Awaitable[object]], took: list[float]) 
 async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
     fault_proxy: FaultProxy, pg_cluster: PgCluster
 ) -> None:
-    app_name = _app_name("black-hole-connect")
-    pool = _pool(
+    app_name = unique_app_name("black-hole-connect")
+    pool = proxied_pool(
         fault_proxy,
         pg_cluster,
         app_name,
@@ -171,8 +143,8 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
 async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminates_the_rest(
     fault_proxy: FaultProxy, pg_cluster: PgCluster
 ) -> None:
-    app_name = _app_name("black-hole-close")
-    pool = _pool(
+    app_name = unique_app_name("black-hole-close")
+    pool = proxied_pool(
         fault_proxy,
         pg_cluster,
         app_name,
@@ -248,11 +220,11 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
 async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after_heal(
     fault_proxy: FaultProxy, pg_cluster: PgCluster
 ) -> None:
-    app_name = _app_name("black-hole-refill")
+    app_name = unique_app_name("black-hole-refill")
     min_size = 2
     backoff_initial, backoff_max = 0.2, 1.0
     maintenance_interval = 0.25
-    pool = _pool(
+    pool = proxied_pool(
         fault_proxy,
         pg_cluster,
         app_name,

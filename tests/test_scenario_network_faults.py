@@ -25,61 +25,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 from faultproxy import FaultProxy
 from pgcluster import PgCluster
-from scenarios import SETTLE, Tally, sessions_settled, settled_books, unaccounted
+from scenarios import (
+    MARGIN,
+    NETWORK_ERRORS,
+    OPERATION_BOUND,
+    SETTLE,
+    TIMER_SLACK,
+    Tally,
+    proxied_pool,
+    sessions_settled,
+    settled_books,
+    unaccounted,
+    unique_app_name,
+)
 
-from aiodbpool import Pool, PoolError
-from aiodbpool.drivers.postgres import PostgresDriver
+from aiodbpool import Pool
 
 MAX_SIZE = 4
+CHECK_CLIENT = {"client_connection_check_interval": "100"}
+"""The server checks every 100 ms that its client is still there (see the module docstring)."""
 PING_TIMEOUT = 0.5
 RESET_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 0.5
 CLOSE_TIMEOUT = 0.5
 ACQUIRE_TIMEOUT = 5.0
-
-OPERATION_BOUND = 10.0
-"""No single operation may take longer than this, fault or not: past it, it counts as hung."""
-
-MARGIN = 3.0
-"""Added to a configured timeout for the latest an operation bounded by it may end, on a loaded
-machine."""
-
-TIMER_SLACK = 0.05
-"""How much earlier than asked a timer may seem to fire, measured with ``time.monotonic()``
-(uvloop reads its clock once per loop iteration)."""
-
-
-# What an operation may fail with while the network is broken: the pool's errors, or asyncpg's
-# "the connection broke" errors. Anything else, or a hang, is a bug.
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    PoolError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # ConnectionDoesNotExistError: "connection was closed in the middle"
-    asyncpg.InternalClientError,
-    ConnectionError,
-)
-
-
-def _app_name(scenario: str) -> str:
-    return f"aiodbpool-{scenario}-{uuid.uuid4().hex[:12]}"
-
-
-def _pool(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster, app_name: str, **options: Any
-) -> Pool[asyncpg.Connection]:
-    """A pool connecting through the proxy; its sessions are named ``app_name`` on the server."""
-    driver = PostgresDriver(
-        fault_proxy.dsn_for(pg_cluster.dsn),
-        server_settings={"application_name": app_name, "client_connection_check_interval": "100"},
-    )
-    return Pool(driver, name=app_name, **options)
 
 
 async def _count(pg_cluster: PgCluster, sql: str, *args: object) -> int:
@@ -120,8 +94,15 @@ async def _timed(operation: Callable[[], Awaitable[object]], took: list[float]) 
 async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
     fault_proxy: FaultProxy, pg_cluster: PgCluster
 ) -> None:
-    app_name = _app_name("cut-idle")
-    pool = _pool(fault_proxy, pg_cluster, app_name, max_size=MAX_SIZE, validate_after_idle=0)
+    app_name = unique_app_name("cut-idle")
+    pool = proxied_pool(
+        fault_proxy,
+        pg_cluster,
+        app_name,
+        CHECK_CLIENT,
+        max_size=MAX_SIZE,
+        validate_after_idle=0,
+    )
     tally = Tally("network cut, connections idle", allowed=NETWORK_ERRORS)
     clients, requests = 8, 3
     served_at: list[float] = []
@@ -171,8 +152,14 @@ async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
 async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serves_again(
     fault_proxy: FaultProxy, pg_cluster: PgCluster
 ) -> None:
-    app_name = _app_name("cut-in-use")
-    pool = _pool(fault_proxy, pg_cluster, app_name, max_size=MAX_SIZE)
+    app_name = unique_app_name("cut-in-use")
+    pool = proxied_pool(
+        fault_proxy,
+        pg_cluster,
+        app_name,
+        CHECK_CLIENT,
+        max_size=MAX_SIZE,
+    )
     tally = Tally("network cut, queries running", allowed=NETWORK_ERRORS)
     running_sql = (
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
@@ -239,11 +226,12 @@ async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serve
 async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal(
     fault_proxy: FaultProxy, pg_cluster: PgCluster
 ) -> None:
-    app_name = _app_name("stall")
-    pool = _pool(
+    app_name = unique_app_name("stall")
+    pool = proxied_pool(
         fault_proxy,
         pg_cluster,
         app_name,
+        CHECK_CLIENT,
         max_size=MAX_SIZE,
         validate_after_idle=0,
         ping_timeout=PING_TIMEOUT,
