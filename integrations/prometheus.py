@@ -31,7 +31,8 @@ and the pool's own counters, under ``aiodbpool_``: connections opening and closi
 ``aiodbpool_connections_created_total``, ``..._closed_total``, ``..._discarded_total``,
 ``aiodbpool_connect_errors_total``, ``aiodbpool_validation_failures_total``, the circuit
 breaker's ``aiodbpool_breaker_open``, ``aiodbpool_connect_errors_in_a_row`` and
-``aiodbpool_breaker_rejections_total``,
+``aiodbpool_breaker_rejections_total``, ``aiodbpool_exhausted_total`` (refusals by
+``max_waiting``),
 ``aiodbpool_evictions_total{reason="idle"|"lifetime"}`` and ``aiodbpool_acquires_total``.
 """
 
@@ -183,6 +184,13 @@ def _counters(snapshots: list[PoolStats]) -> Iterator[Metric]:
         "Attempts to open a connection that failed or timed out.",
         snapshots,
         lambda stats: stats.connect_errors,
+    )
+    yield _per_pool(
+        CounterMetricFamily,
+        "aiodbpool_exhausted",
+        "Acquires refused at once because max_waiting acquirers already waited.",
+        snapshots,
+        lambda stats: stats.exhausted,
     )
     yield _per_pool(
         CounterMetricFamily,

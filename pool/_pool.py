@@ -109,6 +109,7 @@ class _Counters:
     acquired: int = 0
     waited: int = 0
     timeouts: int = 0
+    exhausted: int = 0
     created: int = 0
     closed: int = 0
     connect_errors: int = 0
@@ -581,6 +582,7 @@ class Pool(Generic[C]):
             breaker_open=self._breaker_open(),
             connect_errors_in_a_row=self._connect_errors_in_a_row,
             breaker_rejections=counters.breaker_rejections,
+            exhausted=counters.exhausted,
             create_time=self._create_time.snapshot(),
             wait_time=self._wait_time.snapshot(
                 extra_in_first_bucket=counters.acquired - counters.waited
@@ -708,6 +710,7 @@ class Pool(Generic[C]):
                 self._opening += 1
                 return await self._open_for_caller(probe=probe)
             if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
+                self._counters.exhausted += 1
                 raise PoolExhausted(
                     f"pool {self._name!r} already has {len(self._waiters)} acquirers waiting "
                     f"(max_waiting={self._max_waiting})",

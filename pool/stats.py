@@ -48,6 +48,9 @@ class PoolStats:
     connection or validated one first."""
     timeouts: int
     """Acquisitions that failed with ``PoolTimeout``."""
+    exhausted: int
+    """Acquisitions refused at once with ``PoolExhausted``: ``max_waiting`` acquirers already
+    waited."""
     created: int
     """Connections opened successfully."""
     closed: int

@@ -191,6 +191,7 @@ async def test_max_waiting_refuses_one_acquirer_too_many_at_once() -> None:
             await pool.acquire()
 
         assert refused.value.pool_name == "busy"
+        assert pool.stats().exhausted == 1
         await pool.release(held)
         await pool.release(await waiter)
         check_books(pool)

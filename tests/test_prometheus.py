@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from aiodbpool import Pool
+from aiodbpool import Pool, PoolExhausted
 from aiodbpool.drivers.fake import FakeClock, FakeDriver
 from aiodbpool.integrations.prometheus import PoolCollector, render
 
@@ -54,6 +54,7 @@ async def test_the_metrics_follow_opentelemetry_names_and_label_each_pool() -> N
     assert samples[("aiodbpool_breaker_open", pool)] == 0
     assert samples[("aiodbpool_connect_errors_in_a_row", pool)] == 0
     assert samples[("aiodbpool_breaker_rejections_total", pool)] == 0
+    assert samples[("aiodbpool_exhausted_total", pool)] == 0
     assert samples[("db_client_connection_max", (("pool_name", "replica"),))] == 5
     use = "db_client_connection_use_time_seconds"
     assert samples[(f"{use}_count", pool)] == 2
@@ -77,6 +78,19 @@ async def test_pending_requests_are_the_queued_acquirers() -> None:
         for waiter in waiters:
             await pool.release(await waiter)
     assert samples[("db_client_connection_pending_requests", (("pool_name", "busy"),))] == 3
+
+
+async def test_refusals_by_max_waiting_are_counted() -> None:
+    async with Pool(FakeDriver(), name="busy", max_size=1, max_waiting=1) as pool:
+        held = await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire())
+        await wait_for_waiters(pool, 1)
+        refused = await asyncio.gather(pool.acquire(), pool.acquire(), return_exceptions=True)
+        samples = _samples(render([pool])[0])
+        await pool.release(held)
+        await pool.release(await waiter)
+    assert [type(error) for error in refused] == [PoolExhausted, PoolExhausted]
+    assert samples[("aiodbpool_exhausted_total", (("pool_name", "busy"),))] == 2
 
 
 async def test_the_collector_works_in_an_applications_own_registry() -> None:
