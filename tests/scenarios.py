@@ -149,6 +149,21 @@ class Tally:
         return row
 
 
+async def select_one(pool: Pool[asyncpg.Connection], timeout: float | None = None) -> None:
+    """Borrow a connection (within ``timeout``, or the pool's own) and run ``SELECT 1`` on it."""
+    async with pool.acquire(timeout) as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+
+
+async def timed(operation: Callable[[], Awaitable[object]], took: list[float]) -> None:
+    """Run ``operation``, appending how long it took (whether it succeeded or not)."""
+    began = time.monotonic()
+    try:
+        await operation()
+    finally:
+        took.append(time.monotonic() - began)
+
+
 # ------------------------------------------------------------------ what the server shows
 
 SETTLE = 15.0

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sys
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
 
-import pytest
-
 from aiodbpool import Pool
 from aiodbpool.drivers.fake import FakeConnection, FakeDriver
-
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Windows has no fork")
 
 
 def _fork() -> ForkContext:

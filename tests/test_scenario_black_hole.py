@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-import asyncpg
 from faultproxy import FaultProxy
 from helpers import maintenance_tasks, wait_until
 from pgcluster import PgCluster
@@ -30,32 +29,20 @@ from scenarios import (
     TIMER_SLACK,
     Tally,
     proxied_pool,
+    select_one,
     sessions_settled,
     settled_books,
+    timed,
     unaccounted,
     unique_app_name,
 )
 
-from aiodbpool import Pool, PoolConnectError, PoolStats
+from aiodbpool import PoolConnectError, PoolStats
 
 MAX_SIZE = 4
 CONNECT_TIMEOUT = 0.5
 CLOSE_TIMEOUT = 0.5
 ACQUIRE_TIMEOUT = 5.0
-
-
-async def _select_one(pool: Pool[asyncpg.Connection]) -> None:
-    async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT 1") == 1
-
-
-async def _timed(operation: Callable[[], Awaitable[object]], took: list[float]) -> None:
-    """Run ``operation``, appending how long it took (whether it succeeded or not)."""
-    began = time.monotonic()
-    try:
-        await operation()
-    finally:
-        took.append(time.monotonic() - began)
 
 
 # ------------------------------------------------------------------ connect
@@ -80,7 +67,7 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
 
     async def acquire() -> None:
         try:
-            await _select_one(pool)
+            await select_one(pool)
         except PoolConnectError as error:
             errors.append(error)
             raise
@@ -89,7 +76,7 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
         fault_proxy.stall()
         results = await asyncio.gather(
             *(
-                tally.run(lambda: _timed(acquire, took), bound=OPERATION_BOUND)
+                tally.run(lambda: timed(acquire, took), bound=OPERATION_BOUND)
                 for _ in range(acquirers)
             )
         )
@@ -97,10 +84,10 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
         during = pool.stats()
         heal_at = time.monotonic()
         fault_proxy.heal()
-        served = [await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND)]
+        served = [await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND)]
         serving_again = time.monotonic() - heal_at
         served += [
-            await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(4)
+            await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(4)
         ]
         stats, shown = await settled_books(pool, pg_cluster, app_name)
     shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
@@ -174,7 +161,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
         query = asyncio.create_task(tally.run(stuck_query, bound=OPERATION_BOUND))
         await wait_until(lambda: fault_proxy.bytes_held > 0, message="the query is held")
         closed = await tally.run(
-            lambda: _timed(lambda: pool.close(timeout=close_wait), took), bound=OPERATION_BOUND
+            lambda: timed(lambda: pool.close(timeout=close_wait), took), bound=OPERATION_BOUND
         )
         query_succeeded = await query
         released_late = await tally.run(lambda: pool.release(held), bound=OPERATION_BOUND)
@@ -270,7 +257,7 @@ async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after
             message="a probe runs, and times out, while the breaker is open",
         )
         # An acquirer meanwhile fails cleanly: at once, or as the probe after connect_timeout.
-        rejected = await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND)
+        rejected = await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND)
         during = pool.stats()
         stalled_for = time.monotonic() - stalled_at
 
@@ -284,7 +271,7 @@ async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after
         refilled = time.monotonic() - heal_at
         after_heal = pool.stats()
         served = [
-            await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(5)
+            await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(5)
         ]
         job_running = [
             task for task in maintenance_tasks() if app_name in task.get_name() and not task.done()

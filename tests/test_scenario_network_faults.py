@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 from faultproxy import FaultProxy
@@ -38,8 +37,10 @@ from scenarios import (
     TIMER_SLACK,
     Tally,
     proxied_pool,
+    select_one,
     sessions_settled,
     settled_books,
+    timed,
     unaccounted,
     unique_app_name,
 )
@@ -74,20 +75,6 @@ async def _warm_up(pool: Pool[asyncpg.Connection], count: int) -> None:
     assert pool.stats().idle == count
 
 
-async def _select_one(pool: Pool[asyncpg.Connection], timeout: float | None = None) -> None:
-    async with pool.acquire(timeout) as conn:
-        assert await conn.fetchval("SELECT 1") == 1
-
-
-async def _timed(operation: Callable[[], Awaitable[object]], took: list[float]) -> None:
-    """Run ``operation``, appending how long it took (whether it succeeded or not)."""
-    began = time.monotonic()
-    try:
-        await operation()
-    finally:
-        took.append(time.monotonic() - began)
-
-
 # ------------------------------------------------------------------ a cut
 
 
@@ -109,7 +96,7 @@ async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
 
     async def client() -> None:
         for _ in range(requests):
-            if await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND):
+            if await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND):
                 served_at.append(time.monotonic())
 
     async with pool:
@@ -186,10 +173,10 @@ async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serve
         interrupted = await asyncio.gather(*queries)
         failed_within = time.monotonic() - cut_at
         after_cut = pool.stats()
-        served = [await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND)]
+        served = [await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND)]
         serving_again = time.monotonic() - cut_at
         served += [
-            await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
+            await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
         ]
         stats, shown = await settled_books(pool, pg_cluster, app_name)
     shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
@@ -250,12 +237,12 @@ async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal
         before = pool.stats()
         fault_proxy.stall()
         impatient = await tally.run(
-            lambda: _timed(lambda: _select_one(pool, short_timeout), took),
+            lambda: timed(lambda: select_one(pool, short_timeout), took),
             bound=OPERATION_BOUND,
         )
         after_impatient = pool.stats()
         patient = await tally.run(
-            lambda: _timed(lambda: _select_one(pool), took), bound=OPERATION_BOUND
+            lambda: timed(lambda: select_one(pool), took), bound=OPERATION_BOUND
         )
         after_pings = pool.stats()
         impatient_took, patient_took = took
@@ -273,7 +260,7 @@ async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal
 
         async def release(conn: asyncpg.Connection) -> bool:
             return await tally.run(
-                lambda: _timed(lambda: pool.release(conn), release_took), bound=OPERATION_BOUND
+                lambda: timed(lambda: pool.release(conn), release_took), bound=OPERATION_BOUND
             )
 
         releases = await asyncio.gather(*(release(conn) for conn in dirty))
@@ -282,10 +269,10 @@ async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal
         # Heal: the pool serves again.
         heal_at = time.monotonic()
         fault_proxy.heal()
-        served = [await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND)]
+        served = [await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND)]
         serving_again = time.monotonic() - heal_at
         served += [
-            await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
+            await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
         ]
         stats, shown = await settled_books(pool, pg_cluster, app_name)
     shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
