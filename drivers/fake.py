@@ -41,8 +41,10 @@ import random
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, ClassVar, overload
 from urllib.parse import parse_qsl, urlsplit
+
+from aiodbpool import Lease, TransactionStatus, guarded_statement, raw_connection
 
 __all__ = [
     "FakeClock",
@@ -320,6 +322,48 @@ class FakeConnection:
         return f"<FakeConnection {self._id} {state}>"
 
 
+def _readable_after_release(name: str) -> property:
+    """A ``FakeConnection`` attribute that a test may read through a lease even after its end:
+    reading it asks nothing of the "server"."""
+    return property(
+        lambda lease: getattr(lease._leased, name),
+        doc=f"The connection's ``FakeConnection.{name}``, readable after the release too.",
+    )
+
+
+class _FakeLease(Lease[FakeConnection]):
+    """A ``FakeConnection`` as a pool lends it: its queries refuse once it is released, exactly as
+    the real drivers' connections do, so a test suite catches a use after release.
+
+    What a test reads to check what happened (``id``, ``closed``, ``broken``,
+    ``in_transaction``, ``resets``, ``pings``, ``executed``) stays readable after the release:
+    reading it sends nothing to the "server".
+    """
+
+    __slots__ = ()
+
+    execute = guarded_statement("execute")
+    fetch = guarded_statement("fetch")
+    fetchval = guarded_statement("fetchval")
+
+    id = _readable_after_release("id")
+    closed = _readable_after_release("closed")
+    broken = _readable_after_release("broken")
+    in_transaction = _readable_after_release("in_transaction")
+    resets = _readable_after_release("resets")
+    pings = _readable_after_release("pings")
+    executed = _readable_after_release("executed")
+
+
+def _unlent(conn: object) -> FakeConnection:
+    """The ``FakeConnection`` behind ``conn``, which may be a lease, ended or not: for the
+    driver's scripting and checks, which touch no lease's borrower."""
+    if isinstance(conn, _FakeLease):
+        return conn._leased
+    assert isinstance(conn, FakeConnection)
+    return conn
+
+
 class _Transaction(AbstractAsyncContextManager[FakeConnection]):
     """``BEGIN`` on entry; ``COMMIT`` on a clean exit, ``ROLLBACK`` when the block raised.
 
@@ -355,6 +399,9 @@ class FakeDriver:
     All latencies are in seconds and may be changed at any time. ``rng`` chooses the victim of
     ``break_random_connection``; pass a seeded ``random.Random`` for reproducible tests.
     """
+
+    lease_class: ClassVar[type[Lease[FakeConnection]]] = _FakeLease
+    """What a pool lends: a guarded stand-in for the connection (see ``aiodbpool.Lease``)."""
 
     connect_latency = _Latency()
     """Seconds each ``connect`` takes."""
@@ -432,6 +479,7 @@ class FakeDriver:
         If the call is cancelled during its latency the connection stays open, as a polite close
         that timed out would; ``terminate`` then closes it at once.
         """
+        conn = raw_connection(conn)
         self._check_owner(conn)
         if conn._closed:
             return
@@ -445,6 +493,7 @@ class FakeDriver:
         Raises ``FakeConnectionError`` if the connection is closed or broken, or if a failure
         was scripted with ``fail_pings``.
         """
+        conn = raw_connection(conn)
         self._check_owner(conn)
         conn._pings += 1
         if conn._closed:
@@ -475,6 +524,7 @@ class FakeDriver:
             and not self._reset_failures.active
         ):
             return  # the pool's fast path: clean, healthy, nothing scripted
+        conn = raw_connection(conn)
         self._check_owner(conn)
         if conn._closed:
             raise _closed_error(conn)
@@ -498,8 +548,13 @@ class FakeDriver:
 
     # -- optional abilities -------------------------------------------------------------------
 
+    def transaction_status(self, conn: FakeConnection) -> TransactionStatus:
+        """``"in_transaction"`` between ``BEGIN`` and its end, else ``"idle"``."""
+        return "in_transaction" if conn._in_transaction else "idle"
+
     def terminate(self, conn: FakeConnection) -> None:
         """Close ``conn`` at once, without latency; closing a closed connection does nothing."""
+        conn = raw_connection(conn)
         self._check_owner(conn)
         self._mark_closed(conn)
 
@@ -562,6 +617,7 @@ class FakeDriver:
         the death is silent: ``is_closed`` stays false until an I/O (query, ping, reset) fails --
         the case that validating idle connections must catch.
         """
+        conn = _unlent(conn)
         self._check_owner(conn)
         conn._broken = True
         conn._detected = conn._detected or detected

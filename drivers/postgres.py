@@ -1,7 +1,16 @@
-"""The PostgreSQL driver, on asyncpg: the pool hands out plain ``asyncpg.Connection`` objects.
+"""The PostgreSQL driver, on asyncpg: the pool lends ``asyncpg.Connection`` objects, each lend
+under a lease of its own.
 
-Two things make this driver more than a thin wrapper:
+Three things make this driver more than a thin wrapper:
 
+* **A lease per lend.** What ``pool.acquire()`` gives is a stand-in for the connection:
+  ``isinstance(conn, asyncpg.Connection)`` holds and every method works, but only until the
+  release. After it, every method raises ``ConnectionReleased`` (also an ``asyncpg.InterfaceError``,
+  as asyncpg's own pool raises) without sending anything; so do transactions, cursors and
+  prepared statements made through it (asyncpg's own guard, which the release triggers); and
+  the listeners the borrower added (``add_listener``, ``add_log_listener``,
+  ``add_termination_listener``, ``add_query_logger``) are removed, so they never fire for the
+  next borrower. ``aiodbpool.raw_connection(conn)`` gives the ``asyncpg.Connection`` itself.
 * **Cleaning a returned connection.** asyncpg tracks the server's transaction status locally, so
   the default reset (``reset="transaction"``) returns without a round trip when the connection
   is clean, and rolls back only when a transaction was left open or failed. ``reset="full"``
@@ -18,17 +27,27 @@ Everything else is asyncpg's: the DSN and every ``asyncpg.connect`` keyword pass
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import asyncpg
+from asyncpg.connection import _ConnectionProxy
 
-from ..url import redact_url
+from aiodbpool import (
+    ConnectionReleased,
+    Lease,
+    TransactionStatus,
+    guarded_method,
+    guarded_statement,
+    raw_connection,
+)
+from aiodbpool.url import redact_url
 
-__all__ = ["PostgresDriver", "ResetMode", "from_url"]
+__all__ = ["PostgresDriver", "ReleasedConnectionError", "ResetMode", "from_url"]
 
 ResetMode: TypeAlias = Literal["transaction", "full"]
 """How much ``PostgresDriver.reset`` cleans: the open transaction only, or all session state."""
@@ -41,6 +60,115 @@ _SCHEMES = ("postgresql", "postgres")
 # Keywords the driver handles itself, or that asyncpg must not be given through this driver.
 _NOT_PASSED_THROUGH = frozenset({"dsn", "loop", "password"})
 _CONNECT_OPTIONS = frozenset(inspect.signature(asyncpg.connect).parameters) - _NOT_PASSED_THROUGH
+
+
+class ReleasedConnectionError(ConnectionReleased, asyncpg.InterfaceError):
+    """A lent connection was used after its release: both aiodbpool's ``ConnectionReleased`` and
+    ``asyncpg.InterfaceError``, which asyncpg's own pool raises for the same mistake."""
+
+
+_Callback: TypeAlias = Callable[..., Any]
+
+
+class _PostgresLease(Lease[asyncpg.Connection], _ConnectionProxy):
+    """An ``asyncpg.Connection`` as the pool lends it, for one borrower.
+
+    ``_ConnectionProxy`` is asyncpg's marker for stand-ins of a connection: with it,
+    ``isinstance(lease, asyncpg.Connection)`` holds. Every public method of the connection is
+    named here, so that a method fetched before the release still refuses after it; a test
+    checks the list against asyncpg's.
+    """
+
+    __slots__ = ()
+
+    released_error = ReleasedConnectionError
+
+    # Statements and other round trips: counted while they run (see aiodbpool.Lease).
+    execute = guarded_statement("execute")
+    executemany = guarded_statement("executemany")
+    fetch = guarded_statement("fetch")
+    fetchmany = guarded_statement("fetchmany")
+    fetchrow = guarded_statement("fetchrow")
+    fetchval = guarded_statement("fetchval")
+    copy_from_query = guarded_statement("copy_from_query")
+    copy_from_table = guarded_statement("copy_from_table")
+    copy_records_to_table = guarded_statement("copy_records_to_table")
+    copy_to_table = guarded_statement("copy_to_table")
+    set_type_codec = guarded_statement("set_type_codec")
+    reset_type_codec = guarded_statement("reset_type_codec")
+    set_builtin_type_codec = guarded_statement("set_builtin_type_codec")
+    reload_schema_state = guarded_statement("reload_schema_state")
+    remove_listener = guarded_statement("remove_listener")
+    reset = guarded_statement("reset")
+    close = guarded_statement("close")
+    # Objects born of the lease: asyncpg stamps them with the connection's release counter,
+    # which _left_behind advances, so they refuse after the release. (A statement that runs
+    # through one of them is not counted as running: see prepare, and reset.)
+    cursor = guarded_method("cursor")
+    transaction = guarded_method("transaction")
+    # Local calls.
+    get_reset_query = guarded_method("get_reset_query")
+    get_server_pid = guarded_method("get_server_pid")
+    get_server_version = guarded_method("get_server_version")
+    get_settings = guarded_method("get_settings")
+    is_closed = guarded_method("is_closed")
+    is_in_transaction = guarded_method("is_in_transaction")
+    terminate = guarded_method("terminate")
+    remove_log_listener = guarded_method("remove_log_listener")
+    remove_query_logger = guarded_method("remove_query_logger")
+    remove_termination_listener = guarded_method("remove_termination_listener")
+
+    async def prepare(self, query: str, **options: Any) -> Any:
+        """``asyncpg.Connection.prepare``. A statement run through what it returns is not counted
+        as running through the lease, so the release of a lend that prepared one waits until
+        the connection is idle (a round trip) before the connection is reset."""
+        conn = self._start()
+        try:
+            statement = await conn.prepare(query, **options)
+        finally:
+            self._finish()
+        undo = self._undo_actions
+        if undo is None or _roll_back_when_idle not in undo:
+            self._undo_at_release(_roll_back_when_idle)
+        return statement
+
+    # Listeners: each is removed again when the lease ends by a release.
+
+    async def add_listener(self, channel: str, callback: _Callback) -> None:
+        """``asyncpg.Connection.add_listener``, for this lend only: ``UNLISTEN`` at the release."""
+        conn = self._start()
+        try:
+            await conn.add_listener(channel, callback)
+        finally:
+            self._finish()
+        self._undo_at_release(lambda conn: conn.remove_listener(channel, callback))
+
+    def add_log_listener(self, callback: _Callback) -> None:
+        """``asyncpg.Connection.add_log_listener``, for this lend only."""
+        self._live().add_log_listener(callback)
+        self._undo_at_release(lambda conn: conn.remove_log_listener(callback))
+
+    def add_termination_listener(self, callback: _Callback) -> None:
+        """``asyncpg.Connection.add_termination_listener``, for this lend only."""
+        self._live().add_termination_listener(callback)
+        self._undo_at_release(lambda conn: conn.remove_termination_listener(callback))
+
+    def add_query_logger(self, callback: _Callback) -> None:
+        """``asyncpg.Connection.add_query_logger``, for this lend only."""
+        self._live().add_query_logger(callback)
+        self._undo_at_release(lambda conn: conn.remove_query_logger(callback))
+
+    def query_logger(self, callback: _Callback) -> AbstractAsyncContextManager[None] | Any:
+        """``asyncpg.Connection.query_logger``; the logger goes at the release at the latest."""
+        conn = self._live()
+        self._undo_at_release(lambda conn: conn.remove_query_logger(callback))
+        return conn.query_logger(callback)
+
+    def _left_behind(self, connection: asyncpg.Connection) -> Coroutine[Any, Any, None] | None:
+        # asyncpg's own guard for transactions, cursors and prepared statements: they remember
+        # the counter as it was when they were made, and refuse once it has moved.
+        connection._pool_release_ctr += 1  # type: ignore[attr-defined]
+        return super()._left_behind(connection)
 
 
 class PostgresDriver:
@@ -71,6 +199,9 @@ class PostgresDriver:
         ``record_class``, ``connection_class``, ... An unknown keyword raises ``TypeError``
         here, not at the first connect.
     """
+
+    lease_class: ClassVar[type[Lease[asyncpg.Connection]]] = _PostgresLease
+    """What a pool lends: a guarded stand-in for the connection (see the module docstring)."""
 
     def __init__(
         self,
@@ -147,10 +278,10 @@ class PostgresDriver:
         """
         if conn.is_closed():
             raise asyncpg.InterfaceError("the connection is closed")
-        if conn.is_in_transaction() or _cancellation_pending(conn):
+        if conn.is_in_transaction() or _transaction_under_way(conn) or _cancellation_pending(conn):
             # asyncpg runs a statement only after the server confirmed a pending cancellation,
             # so this waits for it first; without a transaction the ROLLBACK is a no-op.
-            await conn.execute("ROLLBACK")
+            await _roll_back_when_idle(conn)
             _forget_finished_transaction(conn)
         if self._reset_mode == "full":
             await conn.reset()
@@ -164,8 +295,16 @@ class PostgresDriver:
         conn.terminate()
 
     def transaction(self, conn: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
-        """asyncpg's transaction block: ``BEGIN`` on entry, ``COMMIT`` or ``ROLLBACK`` on exit."""
+        """asyncpg's transaction block: ``BEGIN`` on entry, ``COMMIT`` or ``ROLLBACK`` on exit.
+
+        Made through a lent connection, it refuses to act after the release.
+        """
         return conn.transaction()
+
+    def transaction_status(self, conn: asyncpg.Connection) -> TransactionStatus:
+        """``"in_transaction"`` inside a transaction, failed or not (asyncpg does not say which
+        without a round trip), else ``"idle"``."""
+        return "in_transaction" if raw_connection(conn).is_in_transaction() else "idle"
 
     def __repr__(self) -> str:
         where = repr(redact_url(self._dsn)) if self._dsn is not None else "(PG* environment)"
@@ -219,6 +358,39 @@ def _cancellation_pending(conn: asyncpg.Connection) -> bool:
     """
     is_cancelling = getattr(getattr(conn, "_protocol", None), "_is_cancelling", None)
     return True if is_cancelling is None else bool(is_cancelling())
+
+
+_BUSY_RETRY_FIRST: Final = 0.001
+_BUSY_RETRY_MAX: Final = 0.05
+"""Seconds between attempts to roll back a connection still running a statement."""
+
+
+async def _roll_back_when_idle(conn: asyncpg.Connection) -> None:
+    """``ROLLBACK``, once no statement runs on ``conn`` any more.
+
+    A statement may still run there when its borrower released the connection under it (from
+    another task, or through a prepared statement or a transaction block, which the lease does
+    not count). asyncpg has no public "busy" flag, but refuses a new statement at once, before
+    sending anything, while one runs: so try, and wait a little between tries. The pool bounds
+    the whole by ``reset_timeout`` and discards the connection past it. Without a transaction,
+    the ``ROLLBACK`` changes nothing.
+    """
+    delay = _BUSY_RETRY_FIRST
+    while True:
+        try:
+            await conn.execute("ROLLBACK")
+            return
+        except asyncpg.InterfaceError as error:
+            if "another operation is in progress" not in str(error):
+                raise
+        await asyncio.sleep(delay)  # cancel: the reset timed out; the pool discards conn
+        delay = min(delay * 2, _BUSY_RETRY_MAX)
+
+
+def _transaction_under_way(conn: asyncpg.Connection) -> bool:
+    """Whether a transaction block has begun (its ``BEGIN`` may still be on its way) and has
+    not ended. asyncpg records it in the same attribute its own reset reads."""
+    return getattr(conn, "_top_xact", None) is not None
 
 
 def _forget_finished_transaction(conn: asyncpg.Connection) -> None:

@@ -21,15 +21,19 @@ this module does about it:
   while a connection to it is open, and the pool may close all of its connections when they are
   idle; the driver therefore holds one more connection, outside the pool, for its own lifetime
   (see ``SQLiteDriver.aclose``).
+* **A lease per lend.** What ``pool.acquire()`` gives stands in for the ``aiosqlite.Connection``
+  (``isinstance`` holds, every method and attribute works) until the release; after it, every
+  use raises ``ConnectionReleased`` and queues nothing on the connection's thread. Cursors made
+  through it (``execute``, ``cursor``, ...) refuse too, and so does ``transaction``.
+  ``aiodbpool.raw_connection(conn)`` gives the ``aiosqlite.Connection`` itself.
 * **Cancellation.** Cancelling a task does not stop the statement it was waiting for: that keeps
   running in the connection's thread, and may even open a transaction after the task moved on
-  (a ``BEGIN`` that was waiting for the lock). When a task that is being cancelled gives a
-  connection back, or a transaction block is cancelled, the driver interrupts the running
-  statement (``sqlite3_interrupt``) and queues a rollback behind whatever is still queued; the
-  connection is reused only once a statement has run on it again, else the pool replaces it.
-  A statement abandoned by a task that is not being cancelled when it releases (it caught the
-  cancellation and went on) is not interrupted: it finishes before the next user's statements,
-  which queue behind it.
+  (a ``BEGIN`` that was waiting for the lock). So when a statement's task is cancelled, or a
+  connection is released while one of its statements still runs (a release from another task),
+  the driver interrupts the running statement (``sqlite3_interrupt``), and the release queues a
+  rollback behind whatever is still queued; the connection is reused only once a statement has
+  run on it again, else the pool replaces it. This holds also when the task caught its
+  cancellation and went on before releasing.
 """
 
 from __future__ import annotations
@@ -45,11 +49,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosqlite
 
+from aiodbpool import (
+    ConnectionReleased,
+    Lease,
+    TransactionStatus,
+    guarded_attribute,
+    guarded_statement,
+    raw_connection,
+)
 from aiodbpool.url import redact_url
 
 __all__ = ["MEMORY", "SQLiteDriver", "from_url"]
@@ -141,6 +153,63 @@ class _Opener:
         return self.raw
 
 
+class _SQLiteLease(Lease[aiosqlite.Connection]):
+    """An ``aiosqlite.Connection`` as the pool lends it, for one borrower.
+
+    aiosqlite's own methods (all but ``close``) run here with the lease as ``self``. Each of them
+    reaches the connection's thread through ``_execute`` alone, which the lease guards and counts,
+    and the cursors they make keep the lease as their connection: so a method fetched before the
+    release, or a cursor made during the lend, refuses after it like the lease itself. A test
+    checks the list against aiosqlite's public methods.
+    """
+
+    __slots__ = ()
+
+    backup = aiosqlite.Connection.backup
+    # Not aiosqlite's own close: it assigns the connection's own attributes, which a lease
+    # does not forward.
+    close = guarded_statement("close")
+    commit = aiosqlite.Connection.commit
+    create_function = aiosqlite.Connection.create_function
+    cursor = aiosqlite.Connection.cursor
+    enable_load_extension = aiosqlite.Connection.enable_load_extension
+    execute = aiosqlite.Connection.execute
+    execute_fetchall = aiosqlite.Connection.execute_fetchall
+    execute_insert = aiosqlite.Connection.execute_insert
+    executemany = aiosqlite.Connection.executemany
+    executescript = aiosqlite.Connection.executescript
+    interrupt = aiosqlite.Connection.interrupt
+    iterdump = aiosqlite.Connection.iterdump
+    load_extension = aiosqlite.Connection.load_extension
+    rollback = aiosqlite.Connection.rollback
+    set_authorizer = aiosqlite.Connection.set_authorizer
+    set_progress_handler = aiosqlite.Connection.set_progress_handler
+    set_trace_callback = aiosqlite.Connection.set_trace_callback
+    # Settable attributes (the others are read through the lease's attribute forwarding).
+    isolation_level = guarded_attribute("isolation_level")
+    row_factory = guarded_attribute("row_factory")
+    text_factory = guarded_attribute("text_factory")
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` in the connection's thread, as aiosqlite does, while the lease lasts."""
+        conn = self._start()
+        try:
+            return await conn._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        except BaseException as error:
+            if not isinstance(error, Exception):
+                # Cancelled while the thread may still run ``fn``: stop it, and have the
+                # release roll back behind whatever is still queued.
+                self._stop_statements(conn)
+            raise
+        finally:
+            self._finish()
+
+    def _stop_statements(self, connection: aiosqlite.Connection) -> None:
+        driver = self._lender.driver
+        if isinstance(driver, SQLiteDriver):
+            driver._interrupt(connection)
+
+
 class SQLiteDriver:
     """Pooled ``aiosqlite`` connections to one SQLite database (a file, or shared memory).
 
@@ -168,6 +237,9 @@ class SQLiteDriver:
         init: ``async def init(conn)`` run with each new connection after the pragmas, e.g. to
             register functions or set ``row_factory``. If it raises, the connect fails.
     """
+
+    lease_class: ClassVar[type[Lease[aiosqlite.Connection]]] = _SQLiteLease
+    """What a pool lends: a guarded stand-in for the connection (see the module docstring)."""
 
     def __init__(
         self,
@@ -304,6 +376,11 @@ class SQLiteDriver:
         """Whether ``conn`` is closed; local: aiosqlite drops its sqlite3 connection on closing."""
         return _in_transaction(conn) is None
 
+    def transaction_status(self, conn: aiosqlite.Connection) -> TransactionStatus:
+        """``"in_transaction"`` between ``BEGIN`` and its end, else ``"idle"`` (SQLite has no
+        failed-transaction state: a failed statement leaves its transaction usable)."""
+        return "in_transaction" if _in_transaction(conn) else "idle"
+
     # -- optional abilities ---------------------------------------------------------------------
 
     def terminate(self, conn: aiosqlite.Connection) -> None:
@@ -382,8 +459,13 @@ class SQLiteDriver:
 
         ``sqlite3_interrupt`` does nothing when no statement runs, but while a cursor is left
         half-read the interrupt stays pending and fails the next statements too: so ``conn``
-        is marked until ``_settle`` proves a statement runs again.
+        is marked until ``_settle`` proves a statement runs again. A lent connection whose
+        lease has ended is left alone: it may be another borrower's by now.
         """
+        try:
+            conn = raw_connection(conn)
+        except ConnectionReleased:
+            return
         self._interrupted.add(conn)
         raw = self._raw.get(conn)
         if raw is None:
@@ -399,9 +481,10 @@ class SQLiteDriver:
         again; the pool then discards it.
         """
         await conn.rollback()
-        if conn in self._interrupted:
+        raw = raw_connection(conn)
+        if raw in self._interrupted:
             await self.ping(conn)  # fails while an interrupt is still pending
-            self._interrupted.discard(conn)
+            self._interrupted.discard(raw)
 
     @asynccontextmanager
     async def _transaction(self, conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
@@ -431,7 +514,7 @@ class SQLiteDriver:
         tries again when it is released, and the pool discards it if that fails too.
         """
         self._interrupt(conn)
-        with suppress(sqlite3.Error, ValueError):
+        with suppress(sqlite3.Error, ValueError, ConnectionReleased):
             await self._settle(conn)
 
 

@@ -49,6 +49,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from aiodbpool import (
+    ConnectionReleased,
     Pool,
     PoolClosed,
     PoolConnectError,
@@ -95,10 +96,15 @@ class ConnectionLost(Exception):
     Raised by ``connection`` and ``transaction`` in place of the driver's error (chained
     as ``__cause__``) when the path operation failed and the pool's driver then reports its
     connection closed: the server restarted, a network cut ended the session, an administrator
-    terminated the backend. The connection was sound when it was lent; the request met an outage
-    rather than a bug, so ``install`` answers it like the pool's own "cannot serve now"
-    errors, with a 503 and ``Retry-After``. Whether a write the request sent was committed is
-    unknown, as it is whenever a connection drops mid-statement.
+    terminated the backend; or the pool's ``close()`` terminated it at shutdown. The connection
+    was sound when it was lent; the request met an outage rather than a bug, so ``install``
+    answers it like the pool's own "cannot serve now" errors, with a 503 and ``Retry-After``.
+    Whether a write the request sent was committed is unknown, as it is whenever a connection
+    drops mid-statement.
+
+    A connection used after its release (``aiodbpool.ConnectionReleased``: one kept from an
+    earlier request, or one the path operation gave back itself) is a bug, not an outage: it
+    stays a 500.
     """
 
     def __init__(self, pool_name: str) -> None:
@@ -233,7 +239,7 @@ def _make_dependencies(name: str | None) -> _Dependencies:
             except Exception as error:
                 # Asked after the failure, so a connection the request closed on purpose and
                 # then went on fine does not count; the release discards it either way.
-                if pool.driver.is_closed(conn):
+                if _lost(pool, conn, error):
                     raise ConnectionLost(pool.name) from error
                 raise
 
@@ -261,6 +267,23 @@ def _make_dependencies(name: str | None) -> _Dependencies:
         return conn
 
     return _Dependencies(connection, transaction)
+
+
+def _lost(pool: Pool[Any], conn: Any, error: Exception) -> bool:
+    """Whether the request's connection ``conn`` was closed under it, given the path
+    operation's ``error``.
+
+    The driver says so for a connection the database ended. A connection used after its lease
+    ended (``error`` is ``ConnectionReleased``; or the lease refuses the question itself) was
+    lost only if the pool's ``close()`` terminated it at shutdown; otherwise the path operation
+    kept it from an earlier request, or released or detached it itself: its own bug, a 500.
+    """
+    if isinstance(error, ConnectionReleased):
+        return pool.closed  # decided without asking the connection, which would refuse again
+    try:
+        return pool.driver.is_closed(conn)
+    except ConnectionReleased:
+        return pool.closed
 
 
 def _transaction(pool: Pool[Any], conn: Any) -> AbstractAsyncContextManager[object]:

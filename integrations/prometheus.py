@@ -32,7 +32,8 @@ and the pool's own counters, under ``aiodbpool_``: connections opening and closi
 ``aiodbpool_connect_errors_total``, ``aiodbpool_validation_failures_total``, the circuit
 breaker's ``aiodbpool_breaker_open``, ``aiodbpool_connect_errors_in_a_row`` and
 ``aiodbpool_breaker_rejections_total``, ``aiodbpool_exhausted_total`` (refusals by
-``max_waiting``),
+``max_waiting``), ``aiodbpool_stale_releases_total`` and ``aiodbpool_stale_uses_total``
+(a second release, or a use after release, refused: bugs in the calling code),
 ``aiodbpool_evictions_total{reason="idle"|"lifetime"}`` and ``aiodbpool_acquires_total``.
 """
 
@@ -198,6 +199,20 @@ def _counters(snapshots: list[PoolStats]) -> Iterator[Metric]:
         "Acquires that failed at once because the circuit breaker was open.",
         snapshots,
         lambda stats: stats.breaker_rejections,
+    )
+    yield _per_pool(
+        CounterMetricFamily,
+        "aiodbpool_stale_releases",
+        "Releases refused because the connection had already been given back (a bug to fix).",
+        snapshots,
+        lambda stats: stats.stale_releases,
+    )
+    yield _per_pool(
+        CounterMetricFamily,
+        "aiodbpool_stale_uses",
+        "Uses of a connection after its release, refused before reaching the database.",
+        snapshots,
+        lambda stats: stats.stale_uses,
     )
     yield _per_pool(
         CounterMetricFamily,

@@ -11,15 +11,33 @@
 """
 
 from ._pool import Pool
-from .driver import Driver, SupportsAclose, SupportsTerminate, SupportsTransaction
-from .errors import PoolClosed, PoolConnectError, PoolError, PoolExhausted, PoolTimeout
+from .driver import (
+    Driver,
+    SupportsAclose,
+    SupportsLease,
+    SupportsTerminate,
+    SupportsTransaction,
+    SupportsTransactionStatus,
+    TransactionStatus,
+)
+from .errors import (
+    ConnectionReleased,
+    PoolClosed,
+    PoolConnectError,
+    PoolError,
+    PoolExhausted,
+    PoolTimeout,
+)
 from .histogram import DurationHistogram
+from .lease import Lease, guarded_attribute, guarded_method, guarded_statement, raw_connection
 from .stats import PoolStats
 from .url import create_pool
 
 __all__ = [
+    "ConnectionReleased",
     "Driver",
     "DurationHistogram",
+    "Lease",
     "Pool",
     "PoolClosed",
     "PoolConnectError",
@@ -28,7 +46,14 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "SupportsAclose",
+    "SupportsLease",
     "SupportsTerminate",
     "SupportsTransaction",
+    "SupportsTransactionStatus",
+    "TransactionStatus",
     "create_pool",
+    "guarded_attribute",
+    "guarded_method",
+    "guarded_statement",
+    "raw_connection",
 ]

@@ -7,6 +7,7 @@ these places (the *books*):
 
 * ``_idle``      open, clean, waiting to be handed out (a stack: the last released is reused first);
 * ``_in_use``    handed out to a caller, or being validated, reset, or handed to a waiter;
+                 the ones a caller holds now are also in ``_lent``, by the handle it holds;
 * ``_opening``   a count of connections being opened (each one holds a slot before it exists);
 * ``_closing``   a count of connections being closed in the background.
 
@@ -20,9 +21,14 @@ or ``_ROOM``, a slot already reserved for that waiter to open a new connection (
 was closed). Because releases serve waiters before parking a connection in ``_idle``, a non-empty
 ``_idle`` means nobody waits -- which is what lets the fast path skip the queue safely.
 
+Every lend is a *lease* (see ``lease.py``): with a driver that supports them, the caller gets a
+fresh ``Lease`` object standing in for the connection, and ``_lent`` knows the lease, not the
+connection. A release through a handle that is not the current lease changes nothing.
+
 The fast path (``Pool._take_idle``, and a release whose ``reset`` does no I/O) runs without
-suspending, without creating tasks and without locks. Everything that waits -- connecting, pinging,
-resetting a dirty connection, waiting in line -- is the slow path.
+suspending, without creating tasks and without locks; its one allocation is the lease.
+Everything that waits -- connecting, pinging, resetting a dirty connection, waiting in line -- is
+the slow path.
 
 The decide-then-act rule: every change to the books is a synchronous step (no ``await`` in the
 middle), so no other task can observe a half-made change. Awaits happen between steps, and every
@@ -44,19 +50,20 @@ import warnings
 import weakref
 from _thread import get_ident
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from . import _options
 from ._calls import begin, call_with_timeout
 from ._clock import Clock, monotonic
 from ._maintenance import Backoff, run_maintenance
 from ._waiters import Waiters
-from .driver import Driver, SupportsAclose
+from .driver import Driver, SupportsAclose, SupportsTransactionStatus
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
 from .histogram import _Recorder
+from .lease import Lease
 from .stats import PoolStats
 
 __all__ = ["Pool"]
@@ -87,8 +94,9 @@ class _Record(Generic[C]):
     released_at: float  # when it last became available (or was opened)
     acquired_at: float = 0.0
     uses: int = 0
-    released: bool = False  # given back and not handed out since (being reset, or handed to a
-    # waiter that has not resumed yet): releasing or detaching it again is an error
+    # What its borrower holds (a Lease, or the connection itself for a driver without leases)
+    # while it is lent; None from its release until it is handed out again.
+    handle: object = None
     # Where it was acquired, innermost call first (leak_timeout): code objects and line numbers.
     acquired_stack: list[tuple[CodeType, int]] | None = None
     leak_reported: bool = False
@@ -122,6 +130,8 @@ class _Counters:
     wait_time_total: float = 0.0
     wait_time_max: float = 0.0
     breaker_rejections: int = 0
+    stale_releases: int = 0
+    stale_uses: int = 0
 
 
 @dataclass(slots=True)
@@ -265,6 +275,10 @@ class Pool(Generic[C]):
         # Looked up once: optional driver abilities (see aiodbpool.SupportsTerminate).
         self._terminate = getattr(driver, "terminate", None)
         self._is_closed = driver.is_closed
+        self._lease_class = _lease_class_of(driver)
+        self._transaction_status = (
+            driver.transaction_status if isinstance(driver, SupportsTransactionStatus) else None
+        )
 
         # Mutable state. Every change goes through the methods below; the invariants are checked
         # by _invariant_errors() in the tests.
@@ -273,10 +287,13 @@ class Pool(Generic[C]):
         self._idle: deque[_Record[C]] = deque()  # most recently released at the right
         self._in_use: dict[int, _Record[C]] = {}  # keyed by id(conn): drivers' objects need
         # not be hashable, and the record keeps the object alive, so the id cannot be reused.
+        self._lent: dict[int, _Record[C]] = {}  # the records callers hold, by id(record.handle):
+        # the record keeps the handle alive, so no other live object can have that id.
         self._opening = 0  # connects under way; each holds a slot
         self._closing = 0  # closes under way in the background; each still holds a slot
         self._waiters: Waiters[_Record[C] | _Room] = Waiters()
-        self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held
+        self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held,
+        # by id(conn); for a connection lent as a Lease, the lease itself says "closed".
         self._generation = 0  # bumped by expire(): connects begun before it are retired
         self._shrinking = False  # resize() went below the size: returning connections may close
         self._close_driver = close_driver
@@ -476,15 +493,20 @@ class Pool(Generic[C]):
     def detach(self, conn: C) -> C:
         """Take an acquired connection out of the pool for good, and free its slot.
 
-        The caller becomes its owner and must close it. For connections with a long-lived purpose
-        (a LISTEN loop, a replication stream) that should not count against the pool.
+        Returns the driver's own connection, which the caller now owns and must close; ``conn``
+        itself, the lease, ends and refuses further use like a released one. For connections
+        with a long-lived purpose (a LISTEN loop, a replication stream) that should not count
+        against the pool.
         """
-        record = self._in_use.get(id(conn))
-        if record is None or record.conn is not conn or record.released:
-            raise self._foreign_connection_error(conn, "detach")
-        del self._in_use[id(conn)]
+        record = self._lent.pop(id(conn), None)
+        if record is None:
+            raise self._refused_handle(conn, "detach")
+        record.handle = None
+        if self._lease_class is not None:
+            cast(Lease[Any], conn)._end("detached")
+        del self._in_use[id(record.conn)]
         self._after_removal()
-        return conn
+        return record.conn
 
     # ------------------------------------------------------------------ public API: use
 
@@ -504,22 +526,31 @@ class Pool(Generic[C]):
     async def release(self, conn: C) -> None:
         """Give a connection back. It is reset (its transaction rolled back) before reuse.
 
-        If the reset fails or times out, the connection is discarded instead. Releasing a
-        connection this pool did not hand out, or releasing it twice, raises ``ValueError``.
+        The lease ends at once: ``conn`` refuses any further use. If the reset fails or times
+        out, the connection is discarded instead. Releasing a connection this pool did not hand
+        out, or one already given back (a second release, or a handle kept from an earlier
+        acquire), raises ``ValueError`` and changes nothing. (With a driver that has no leases,
+        the pool can tell a stale handle only while its connection is not lent again.)
         """
-        key = id(conn)
-        record = self._in_use.get(key)
-        if record is None or record.conn is not conn or record.released:
-            if self._abandoned.pop(key, None) is not None:
+        if get_ident() != self._thread and id(conn) in self._lent:
+            self._check_loop()  # (a handle not lent out is refused below, whatever the loop)
+        record = self._lent.pop(id(conn), None)
+        if record is None:
+            if self._terminated_while_lent(conn):
                 return  # close() already terminated it
-            raise self._foreign_connection_error(conn, "release")
-        if get_ident() != self._thread:
-            self._check_loop()
-        record.released = True  # until it is handed out again
+            raise self._refused_handle(conn, "release")
+        record.handle = None
+        # What the borrower left behind (statements still running, listeners): usually None.
+        leftover = None if self._lease_class is None else cast(Lease[Any], conn)._end("released")
+        raw = record.conn
         now = self._clock()
         self._use_time.record(now - record.acquired_at)
+        unfinished: Awaitable[None] | None
         try:
-            unfinished = begin(self._driver.reset(conn))
+            if leftover is None:
+                unfinished = begin(self._driver.reset(raw))
+            else:
+                unfinished = self._settle_then_reset(leftover, raw)
             if unfinished is not None:
                 # The connection was dirty and the reset is waiting on the server: only now is
                 # a timer worth arming. Cancellation safety: if the releasing task is cancelled
@@ -532,10 +563,15 @@ class Pool(Generic[C]):
             if not isinstance(error, Exception):
                 raise
             return
-        if self._in_use.get(key) is not record:
-            self._abandoned.pop(key, None)  # close() terminated it while the reset ran
+        if self._in_use.get(id(raw)) is not record:
+            self._abandoned.pop(id(raw), None)  # close() terminated it while the reset ran
             return
         self._return_to_pool(record, now)
+
+    async def _settle_then_reset(self, leftover: Coroutine[Any, Any, None], conn: C) -> None:
+        """Finish what a borrower left behind on ``conn``, then reset it."""
+        await leftover  # cancel: release discards the connection
+        await self._driver.reset(conn)
 
     def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
         """A reset raised, timed out or was cancelled: the connection must not be reused.
@@ -581,6 +617,8 @@ class Pool(Generic[C]):
             evicted_lifetime=counters.evicted_lifetime,
             wait_time_total=counters.wait_time_total,
             wait_time_max=counters.wait_time_max,
+            stale_releases=counters.stale_releases,
+            stale_uses=counters.stale_uses,
             breaker_open=self._breaker_open(),
             connect_errors_in_a_row=self._connect_errors_in_a_row,
             breaker_rejections=counters.breaker_rejections,
@@ -783,15 +821,19 @@ class Pool(Generic[C]):
             raise
 
     def _hand_out(self, record: _Record[C], now: float) -> C:
-        """Book a record, already in ``_in_use``, as handed to a caller."""
+        """Lend a record, already in ``_in_use``, to a caller: under a new lease, if the driver
+        has them (the caller's type checker sees the driver's connection type all the same)."""
+        lease_class = self._lease_class
+        handle = record.conn if lease_class is None else lease_class(record.conn, self)
+        record.handle = handle
+        self._lent[id(handle)] = record
         record.uses += 1
         record.acquired_at = now
-        record.released = False
         self._counters.acquired += 1
         if self._leak_timeout is not None:
             record.acquired_stack = _acquiring_stack()
             record.leak_reported = False
-        return record.conn
+        return cast(C, handle)  # a Lease[C] stands in for a C: what the caller's checker sees
 
     def _give_back(self, grant: _Record[C] | _Room) -> None:
         """Return a grant that its acquirer can no longer use (it timed out or was cancelled)."""
@@ -894,16 +936,43 @@ class Pool(Generic[C]):
             )
             return True
 
-    def _foreign_connection_error(self, conn: object, action: str) -> ValueError:
+    def _terminated_while_lent(self, conn: object) -> bool:
+        """Whether ``close()`` terminated ``conn`` while it was lent: its release is too late,
+        and harmless."""
+        if isinstance(conn, Lease):
+            if conn._lender is not self or conn._ending != "closed":
+                return False
+            conn._ending = "released after close"  # a second release is refused
+            return True
+        return self._abandoned.pop(id(conn), None) is not None
+
+    def _refused_handle(self, conn: object, action: str) -> ValueError:
+        """The error for a release or detach of something this pool has not lent out now."""
+        if isinstance(conn, Lease) and conn._lender is self:
+            self._counters.stale_releases += 1
+            return ValueError(
+                f"cannot {action} this connection: it was already {conn._ending} (a second "
+                "release, or a handle kept from an earlier acquire); nothing was changed"
+            )
         record = self._in_use.get(id(conn))
+        if record is not None and record.conn is conn and record.handle is not None:
+            return ValueError(
+                f"cannot {action} the driver's own connection: {action} the object that "
+                "pool.acquire() returned"
+            )
         if any(idle.conn is conn for idle in self._idle) or (
-            record is not None and record.conn is conn and record.released
+            record is not None and record.conn is conn
         ):
+            self._counters.stale_releases += 1
             return ValueError(f"cannot {action} a connection already released to {self!r}")
         return ValueError(
-            f"cannot {action} {type(conn).__name__} object: it was not acquired from {self!r} "
-            "(or it was detached, or already released)"
+            f"cannot {action} {conn.__class__.__name__} object: it was not acquired from "
+            f"{self!r} (or it was detached, or already released)"
         )
+
+    def _count_stale_use(self) -> None:
+        """A lease refused a use after its end (see ``Lease._refusal``)."""
+        self._counters.stale_uses += 1
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -918,6 +987,7 @@ class Pool(Generic[C]):
         started = self._clock()
         try:
             conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
+            self._refuse_if_in_transaction(conn)
         except BaseException as error:
             if probe:
                 self._probes -= 1
@@ -930,6 +1000,8 @@ class Pool(Generic[C]):
                 raise
             if isinstance(error, TimeoutError) and self._connect_timeout is not None:
                 reason = f"connect timed out after {self._connect_timeout:g}s"
+            elif isinstance(error, _LeftInTransaction):
+                reason = str(error)
             else:
                 reason = _describe(error)
             raise PoolConnectError(
@@ -953,6 +1025,27 @@ class Pool(Generic[C]):
         self._connect_errors_in_a_row = 0
         self._backoff.succeeded()
         return record
+
+    def _refuse_if_in_transaction(self, conn: C) -> None:
+        """Close a new connection that ``connect`` left inside a transaction, and raise.
+
+        Lent as it is, its borrower's writes would land in that transaction and be rolled back
+        at the release. Only a driver with ``transaction_status`` can be checked.
+        """
+        if self._transaction_status is None:
+            return
+        status = self._transaction_status(conn)
+        if status == "idle":
+            return
+        if self._terminate is not None:
+            self._terminate_quietly(conn)
+        else:
+            self._closing += 1
+            self._spawn(self._close(conn), "close")
+        raise _LeftInTransaction(
+            f"the new connection was left inside a transaction ({status}) by the driver's init "
+            "callback (or connect): end it there with COMMIT or ROLLBACK"
+        )
 
     def _drop(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
         """Unbook a record held in ``_in_use`` and close its connection.
@@ -982,15 +1075,15 @@ class Pool(Generic[C]):
             counters.closed += 1
             return
         self._closing += 1
-        self._spawn(self._close(record), "close")
+        self._spawn(self._close(record.conn), "close")
 
-    async def _close(self, record: _Record[C]) -> None:
+    async def _close(self, conn: C) -> None:
         """Close one connection in the background, terminating it if that fails."""
         try:
-            await call_with_timeout(self._driver.close(record.conn), self._close_timeout)
+            await call_with_timeout(self._driver.close(conn), self._close_timeout)
         except BaseException as error:
             if self._terminate is not None:
-                self._terminate_quietly(record.conn)
+                self._terminate_quietly(conn)
             if not isinstance(error, Exception):
                 raise
             logger.warning("pool %r: closing a connection failed: %s", self._name, _describe(error))
@@ -1040,7 +1133,13 @@ class Pool(Generic[C]):
                 _cancel(task)
             for key, record in list(self._in_use.items()):
                 del self._in_use[key]
-                self._abandoned[key] = record
+                handle, record.handle = record.handle, None
+                if handle is not None:
+                    del self._lent[id(handle)]
+                if isinstance(handle, Lease):
+                    handle._end("closed")  # its release, if it comes, is ignored
+                else:
+                    self._abandoned[key] = record
                 self._discard(record, "closed", hard=True)
             remaining = [task for task in self._tasks if not task.done()]
             if self._maintenance_task is not None:
@@ -1261,6 +1360,11 @@ class Pool(Generic[C]):
             errors.append("acquirers wait while there is room to open a connection")
         if self._state is _State.CLOSED and size:
             errors.append(f"closed pool still holds {size} connections")
+        lent = {key for key, record in self._in_use.items() if record.handle is not None}
+        if {id(record.conn) for record in self._lent.values()} != lent:
+            errors.append("the lent records and the records with a handle differ")
+        if any(id(record.handle) != key for key, record in self._lent.items()):
+            errors.append("a lent record is filed under another handle")
         return errors
 
 
@@ -1335,6 +1439,23 @@ class _Acquire(Generic[C]):
         tb: TracebackType | None,
     ) -> Coroutine[Any, Any, None]:
         return self._pool.release(self._conn)
+
+
+class _LeftInTransaction(Exception):
+    """A new connection was inside a transaction; the connect fails with this as its cause."""
+
+
+def _lease_class_of(driver: object) -> type[Lease[Any]] | None:
+    """The driver's ``lease_class`` (see ``aiodbpool.SupportsLease``), checked; None without."""
+    lease_class = getattr(driver, "lease_class", None)
+    if lease_class is None:
+        return None
+    if not (isinstance(lease_class, type) and issubclass(lease_class, Lease)):
+        raise TypeError(
+            f"driver {type(driver).__name__} has a lease_class that is not aiodbpool.Lease or a "
+            f"subclass of it: {lease_class!r}"
+        )
+    return lease_class
 
 
 def _acquiring_stack() -> list[tuple[CodeType, int]]:

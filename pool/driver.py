@@ -4,7 +4,7 @@ A driver is any object with the five methods of ``Driver``; no base class is nee
 only ever talks to a database through these methods, which is what keeps ``aiodbpool`` itself free
 of any database dependency.
 
-Three abilities are optional, each its own small protocol so the required contract stays small:
+Five abilities are optional, each its own small protocol so the required contract stays small:
 
 * ``SupportsTerminate``: a synchronous hard close, used when a polite ``close`` timed out or a
   connection is in an unknown state (a ``reset`` that failed or was interrupted).
@@ -12,14 +12,31 @@ Three abilities are optional, each its own small protocol so the required contra
   error; integrations use it to offer "a connection inside a transaction" for every driver.
 * ``SupportsAclose``: releases what the driver holds besides its connections (SQLite's shared
   in-memory database); a pool created with ``close_driver=True`` calls it when it closes.
+* ``SupportsLease``: the pool lends a guarded stand-in (``aiodbpool.Lease``) instead of the
+  connection itself, so a handle kept past its release can never act on the next borrower's
+  session. Without it the pool lends the driver's object, and cannot tell a stale handle from
+  the current one.
+* ``SupportsTransactionStatus``: says, without a round trip, whether a connection is idle or
+  inside a transaction; the pool refuses a new connection that ``connect`` (an ``init``
+  callback) left inside one.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
-__all__ = ["Driver", "SupportsAclose", "SupportsTerminate", "SupportsTransaction"]
+from .lease import Lease
+
+__all__ = [
+    "Driver",
+    "SupportsAclose",
+    "SupportsLease",
+    "SupportsTerminate",
+    "SupportsTransaction",
+    "SupportsTransactionStatus",
+    "TransactionStatus",
+]
 
 C = TypeVar("C")
 C_contra = TypeVar("C_contra", contravariant=True)
@@ -29,8 +46,9 @@ C_contra = TypeVar("C_contra", contravariant=True)
 class Driver(Protocol[C]):
     """What the pool needs from a database client: open, close, check and clean a connection.
 
-    ``C`` is the driver's own connection type; the pool hands out these objects unwrapped, so user
-    code keeps the full, typed API of the client library.
+    ``C`` is the driver's own connection type. The pool hands out these objects, or leases that
+    stand in for them (``SupportsLease``), so user code keeps the full, typed API of the client
+    library. The pool's own calls below always get the driver's object itself.
     """
 
     async def connect(self) -> C:
@@ -85,3 +103,41 @@ class SupportsAclose(Protocol):
     async def aclose(self) -> None:
         """Release them; the driver opens no connection afterwards. Safe to call twice."""
         ...
+
+
+TransactionStatus: TypeAlias = Literal["idle", "in_transaction", "failed"]
+"""Where a connection stands between statements: outside any transaction, inside one, or inside
+one that failed and only accepts a rollback (a driver that cannot tell the last two apart says
+``"in_transaction"``)."""
+
+
+@runtime_checkable
+class SupportsTransactionStatus(Protocol[C_contra]):
+    """A driver that knows, without asking the server, whether a connection is in a transaction.
+
+    The pool asks after every ``connect``. A new connection that is not ``"idle"`` (say, an
+    ``init`` callback began a transaction and did not end it) is closed, never lent, and the
+    connect fails with ``PoolConnectError``.
+    """
+
+    def transaction_status(self, conn: C_contra) -> TransactionStatus:
+        """The status the client library last saw (asyncpg's ``is_in_transaction``, sqlite3's
+        ``in_transaction``, psycopg's ``info.transaction_status``). Local: no I/O."""
+        ...
+
+
+@runtime_checkable
+class SupportsLease(Protocol):
+    """A driver whose connections the pool lends through a guarded stand-in, one per lend.
+
+    With it, ``pool.acquire()`` gives a new ``lease_class(connection, pool)`` each time, and
+    ``release`` ends it: a second release, or one through a handle kept from an earlier lend,
+    raises ``ValueError`` and leaves the next borrower alone, and any use after the release
+    raises ``ConnectionReleased``. Without it the pool lends the driver's object itself, and
+    cannot tell a stale handle from the current one. See docs/writing-a-driver.md.
+    """
+
+    lease_class: type[Lease[Any]]
+    """``aiodbpool.Lease`` itself (each attribute checked as it is looked up), or a subclass
+    whose methods are made by ``guarded_statement`` and ``guarded_method``, so that a method
+    fetched before the release refuses after it and running statements are waited for."""

@@ -7,7 +7,14 @@ driver's exception is chained as ``__cause__``.
 
 from __future__ import annotations
 
-__all__ = ["PoolClosed", "PoolConnectError", "PoolError", "PoolExhausted", "PoolTimeout"]
+__all__ = [
+    "ConnectionReleased",
+    "PoolClosed",
+    "PoolConnectError",
+    "PoolError",
+    "PoolExhausted",
+    "PoolTimeout",
+]
 
 
 class PoolError(Exception):
@@ -34,6 +41,30 @@ class PoolConnectError(PoolError):
     """Opening a database connection failed; the driver's exception is the ``__cause__``."""
 
 
-for _error in (PoolError, PoolTimeout, PoolClosed, PoolExhausted, PoolConnectError):
+class ConnectionReleased(Exception):
+    """A lent connection was used after its lease ended: a bug in the calling code.
+
+    The lease ended with ``release`` or ``detach`` (the bug: the caller kept the connection), or
+    when ``close()`` terminated the connection under its holder at shutdown. Nothing was sent to
+    the database, and the connection's next borrower is untouched; the pool counts these in
+    ``PoolStats.stale_uses``. Not a ``PoolError``: the pool is fine, and a web integration
+    answers it as the bug it is (500), not as an outage (503), except during a shutdown. A
+    driver may raise a subclass that is also its library's own error for the same mistake
+    (``aiodbpool.drivers.postgres.ReleasedConnectionError`` is an ``asyncpg.InterfaceError``).
+    """
+
+    def __init__(self, message: str, *, pool_name: str | None = None) -> None:
+        super().__init__(message)
+        self.pool_name = pool_name
+
+
+for _error in (
+    PoolError,
+    PoolTimeout,
+    PoolClosed,
+    PoolExhausted,
+    PoolConnectError,
+    ConnectionReleased,
+):
     _error.__module__ = "aiodbpool"
 del _error

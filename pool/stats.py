@@ -70,6 +70,12 @@ class PoolStats:
     """Seconds spent in acquisitions counted by ``waited``, summed."""
     wait_time_max: float
     """The longest of those acquisitions, in seconds."""
+    stale_releases: int
+    """Releases (and detaches) refused because the connection had already been given back:
+    a second release, or one through a handle kept from an earlier lend."""
+    stale_uses: int
+    """Uses of a lent connection after its lease ended, refused with ``ConnectionReleased``
+    (nothing was sent to the database)."""
 
     # The circuit breaker.
     breaker_open: bool

@@ -23,6 +23,7 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +36,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from aiodbpool import Pool, PoolClosed, PoolTimeout, create_pool
+from aiodbpool import Pool, PoolClosed, PoolTimeout, create_pool, raw_connection
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 T = TypeVar("T")
@@ -188,7 +189,7 @@ async def test_a_bad_close_timeout_is_refused_and_the_pool_stays_open(timeout: o
         assert pool.stats() == before
         await pool.release(held)
         async with pool.acquire(timeout=1) as conn:
-            assert conn is held
+            assert conn.id == held.id
     assert pool.closed
 
 
@@ -241,8 +242,9 @@ async def test_a_pool_used_from_another_threads_loop_says_so_and_serves_on_at_ho
         waiter = asyncio.ensure_future(pool.acquire(timeout=30))
         await wait_for_waiters(pool, 1)
         await pool.release(held)
-        assert await waiter is held
-        await pool.release(held)
+        again = await waiter
+        assert again.id == held.id
+        await pool.release(again)
         check_books(pool)
 
 
@@ -280,6 +282,19 @@ async def test_a_release_from_another_threads_loop_is_refused_and_can_be_retried
         assert pool.stats().in_use == 1  # still lent: the home loop gives it back
         await pool.release(held)
         check_books(pool)
+
+
+async def test_a_release_to_a_pool_never_opened_is_refused_as_not_acquired_from_it() -> None:
+    pool = Pool(FakeDriver(), name="lazy")
+    async with Pool(FakeDriver(), name="other") as other:
+        foreign = await other.acquire()
+        before = pool.stats()
+        try:
+            with pytest.raises(ValueError, match="cannot release FakeConnection object: it was"):
+                await pool.release(foreign)
+            assert pool.stats() == before
+        finally:
+            await other.release(foreign)
 
 
 @pytest.mark.parametrize("option", ["acquire_timeout", "connect_timeout", "max_idle"])
@@ -344,9 +359,11 @@ class BadInputMachine(RuleBasedStateMachine):
         # Connections of another pool, never this pool's to release or detach.
         self.other_pool: Pool[FakeConnection] = Pool(FakeDriver(), name="other")
         self.foreign: list[FakeConnection] = []
-        self.held: list[FakeConnection] = []  # acquired and not given back
-        self.given_back: list[FakeConnection] = []  # released (or detached): not ours any more
+        self.held: list[FakeConnection] = []  # leases acquired and not given back
+        # Leases released or detached: stale for good, even once their connection is lent again.
+        self.given_back: list[FakeConnection] = []
         self.abandoned: list[FakeConnection] = []  # held when close() terminated them
+        self.released_after_close: list[FakeConnection] = []  # abandoned, then released
         self.opened = False
         self.closed = False
         self.steps = 0
@@ -374,19 +391,27 @@ class BadInputMachine(RuleBasedStateMachine):
         pytest.fail(f"the pool never went quiet: {self.pool!r}")
 
     def refused(
-        self, error: type[Exception], match: str, call: Callable[[], Coroutine[Any, Any, None]]
+        self,
+        error: type[Exception],
+        match: str,
+        call: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        stale: bool = False,
     ) -> None:
-        """Run an invalid ``call``: it raises ``error``, and the pool's stats do not move."""
+        """Run an invalid ``call``: it raises ``error``, and the pool's stats do not move, but
+        for ``stale_releases``, which counts one more if ``stale`` (a release or detach of a
+        connection the pool lent and got back)."""
 
         async def go() -> None:
             before = self.pool.stats()
             shown = repr(self.pool)
             with pytest.raises(error, match=match):
                 await call()
-            assert self.pool.stats() == before
+            after = replace(before, stale_releases=before.stale_releases + int(stale))
+            assert self.pool.stats() == after
             assert repr(self.pool) == shown
             await self.settle()
-            assert self.pool.stats() == before  # and nothing was set in motion either
+            assert self.pool.stats() == after  # and nothing was set in motion either
 
         self.run(go())
 
@@ -432,10 +457,9 @@ class BadInputMachine(RuleBasedStateMachine):
             stats = self.pool.stats()
             if stats.idle or stats.size < stats.max_size:
                 conn = await self.pool.acquire(timeout=MACHINE_TIMEOUT)
-                assert conn not in self.held
+                assert conn.id not in [held.id for held in self.held]
+                assert all(conn is not stale for stale in self.given_back)  # a new lease
                 self.held.append(conn)
-                if conn in self.given_back:
-                    self.given_back.remove(conn)
             else:
                 with pytest.raises(PoolTimeout):
                     await self.pool.acquire(timeout=0)
@@ -450,8 +474,9 @@ class BadInputMachine(RuleBasedStateMachine):
 
         async def go() -> None:
             if detach:
-                assert self.pool.detach(conn) is conn
-                await self.driver.close(conn)
+                own = raw_connection(conn)
+                assert self.pool.detach(conn) is own  # the driver's connection, not the lease
+                await self.driver.close(own)
             else:
                 await self.pool.release(conn)
             self.given_back.append(conn)
@@ -462,12 +487,15 @@ class BadInputMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.abandoned)
     @rule()
     def release_after_close(self) -> None:
-        """A connection close() terminated while it was held may still be released, once."""
+        """A connection close() terminated while it was held may still be released: silently,
+        and nothing changes."""
         conn = self.abandoned.pop()
 
         async def go() -> None:
+            before = self.pool.stats()
             await self.pool.release(conn)
-            self.given_back.append(conn)
+            assert self.pool.stats() == before
+            self.released_after_close.append(conn)
             await self.settle()
 
         self.run(go())
@@ -564,22 +592,35 @@ class BadInputMachine(RuleBasedStateMachine):
         self.run(go())
 
     @rule(
-        kind=st.sampled_from(["foreign", "given back", "not a connection"]),
+        kind=st.sampled_from(["foreign", "given back", "driver's own", "not a connection"]),
         pick=st.integers(min_value=0, max_value=9),
         detach=st.booleans(),
     )
     def give_back_what_is_not_ours(self, kind: str, pick: int, detach: bool) -> None:
-        """Release or detach a connection of another pool, one already given back or detached,
-        or something that is no connection at all."""
+        """Release or detach a connection of another pool, one already given back or detached
+        (whose connection may be lent again by now), the driver's own connection behind a lease
+        or an idle one, or something that is no connection at all."""
         candidates: dict[str, list[object]] = {
             "foreign": list(self.foreign),
             "given back": list(self.given_back),
+            "driver's own": list(self.driver.connections),
             "not a connection": NOT_CONNECTIONS,
         }
         choices = candidates[kind] or NOT_CONNECTIONS
         conn: Any = choices[pick % len(choices)]
         assert conn not in self.held
         assert conn not in self.abandoned
+        match = f"cannot {'detach' if detach else 'release'}"
+        stale = False  # only a connection this pool lent and got back is a stale release
+        if kind == "given back" and self.given_back:
+            match += " this connection: it was already (released|detached)"
+            stale = True
+        elif kind == "driver's own" and self.driver.connections:
+            if any(conn is raw_connection(held) for held in self.held):
+                match += " the driver's own connection"  # only its lease gives it back
+            else:
+                match += " a connection already released"  # idle: the pool's already
+                stale = True
 
         async def call() -> None:
             if detach:
@@ -587,18 +628,22 @@ class BadInputMachine(RuleBasedStateMachine):
             else:
                 await self.pool.release(conn)
 
-        self.refused(ValueError, "cannot detach" if detach else "cannot release", call)
+        self.refused(ValueError, match, call, stale=stale)
 
-    @precondition(lambda self: self.abandoned)
-    @rule()
-    def detach_after_close(self) -> None:
-        """A connection close() terminated while it was held is no longer the pool's."""
-        conn = self.abandoned[-1]
+    @precondition(lambda self: self.abandoned or self.released_after_close)
+    @rule(pick=st.integers(min_value=0, max_value=9))
+    def detach_after_close(self, pick: int) -> None:
+        """A connection close() terminated while it was held (released since or not) is no
+        longer the pool's."""
+        choices = self.abandoned + self.released_after_close
+        conn = choices[pick % len(choices)]
 
         async def call() -> None:
             self.pool.detach(conn)
 
-        self.refused(ValueError, "cannot detach", call)
+        self.refused(
+            ValueError, "cannot detach this connection: it was already closed", call, stale=True
+        )
 
     @rule(sizes=st.sampled_from([*BAD_SIZES, "max below min", "min above max"]))
     def resize_with_bad_sizes(self, sizes: tuple[object, object] | str) -> None:

@@ -18,7 +18,15 @@ import asyncpg
 import pytest
 from helpers import finishes_at_once, wait_until
 
-from aiodbpool import Driver, Pool, SupportsTerminate, SupportsTransaction, create_pool
+from aiodbpool import (
+    ConnectionReleased,
+    Driver,
+    Pool,
+    SupportsTerminate,
+    SupportsTransaction,
+    create_pool,
+    raw_connection,
+)
 from aiodbpool.drivers.fake import FakeDriver
 
 
@@ -236,6 +244,34 @@ async def _insert_then_fail(adapter: Adapter, conn: Any) -> None:
         raise LookupError("the handler failed")
 
 
+# ------------------------------------------------------------------ the connection as lent
+
+
+@pytest.mark.parametrize("adapter", ALL, indirect=True)
+async def test_the_driver_takes_the_connection_the_pool_lent(adapter: Adapter) -> None:
+    """Integrations call the driver with what the pool lent, a lease standing in for the
+    driver's connection: the readiness route pings it, the FastAPI dependencies ask ``is_closed``
+    and run ``transaction`` on it. Once it is given back, the driver's calls refuse it too."""
+    assert isinstance(adapter.driver, SupportsTransaction)
+    pool: Pool[Any] = Pool(adapter.driver, max_size=1)
+    async with pool:
+        async with pool.acquire() as conn:
+            assert type(conn) is not type(raw_connection(conn))  # a lease, not the raw object
+            await adapter.driver.ping(conn)
+            assert not adapter.driver.is_closed(conn)
+            async with adapter.driver.transaction(conn):
+                assert adapter.in_transaction(conn)
+                await adapter.execute(conn, "SELECT 1")
+            assert not adapter.in_transaction(conn)
+            await adapter.execute(conn, "BEGIN")
+            await adapter.driver.reset(conn)
+            assert not adapter.in_transaction(conn)
+        with pytest.raises(ConnectionReleased):
+            await adapter.driver.ping(conn)
+        stats = pool.stats()
+        assert (stats.size, stats.discarded, stats.stale_uses) == (1, 0, 1)
+
+
 # ------------------------------------------------------------------ the server side goes away
 
 
@@ -255,11 +291,11 @@ async def test_a_pool_discards_a_connection_whose_server_side_went_away(
 ) -> None:
     pool: Pool[Any] = Pool(adapter.driver, max_size=1, validate_after_idle=0)
     async with pool:
-        async with pool.acquire() as first:
-            pass
+        async with pool.acquire() as conn:
+            first = raw_connection(conn)  # the lease refuses use after the release; this does not
         await adapter.lose_server_side(first)
         async with pool.acquire() as second:
-            assert second is not first
+            assert raw_connection(second) is not first
             await adapter.driver.ping(second)
 
 

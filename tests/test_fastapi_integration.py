@@ -25,10 +25,10 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
-from helpers import MinimalDriver
+from helpers import MinimalDriver, wait_until
 from pgcluster import free_port
 
-from aiodbpool import Pool, PoolConnectError, create_pool
+from aiodbpool import ConnectionReleased, Pool, PoolConnectError, create_pool
 from aiodbpool.drivers.fake import FakeConnection, FakeConnectionError, FakeDriver
 from aiodbpool.integrations.fastapi import (
     ConnectionLost,
@@ -441,6 +441,106 @@ async def test_without_install_a_lost_connection_is_a_500_that_names_its_cause()
     assert isinstance(raised.value.__cause__, FakeConnectionError)
     assert raised.value.pool_name == pool.name
     assert pool.stats().in_use == 0
+
+
+async def test_a_connection_used_after_its_release_is_a_500() -> None:
+    """``ConnectionReleased`` is a bug in the path operation, not an outage: a 500, never the
+    503 of a lost connection. A connection kept from an earlier request refuses without sending
+    anything, and the request's own connection, sound, stays in the pool. The same goes for a
+    connection the path operation gave back itself and then used."""
+    driver = FakeDriver()
+    pool = Pool(driver, max_size=1)
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+    kept: list[FakeConnection] = []
+
+    @app.get("/keep")
+    async def keep(conn: Annotated[FakeConnection, Depends(connection)]) -> None:
+        kept.append(conn)  # the bug: a connection kept past its request
+
+    @app.get("/stale")
+    async def stale(conn: Annotated[FakeConnection, Depends(connection)]) -> None:
+        await conn.execute("SELECT 'current'")
+        await kept[0].execute("SELECT 'stale'")
+
+    @app.get("/given-back")
+    async def given_back(
+        request: Request, conn: Annotated[FakeConnection, Depends(connection)]
+    ) -> None:
+        await pool_for(request).release(conn)
+        await conn.execute("SELECT 'after its release'")
+
+    async with running(app) as client:
+        assert (await client.get("/keep")).status_code == 200
+        response = await client.get("/stale")
+        assert response.status_code == 500
+        assert "Retry-After" not in response.headers
+        assert [sql for _, sql, _ in driver.queries] == ["SELECT 'current'"]
+        stats = pool.stats()
+        assert (stats.in_use, stats.size, stats.discarded, stats.stale_uses) == (0, 1, 0, 1)
+
+        assert (await client.get("/given-back")).status_code == 500
+        assert "SELECT 'after its release'" not in [sql for _, sql, _ in driver.queries]
+        stats = pool.stats()
+        assert (stats.in_use, stats.size, stats.discarded, stats.stale_uses) == (0, 1, 0, 2)
+        assert (await client.get("/keep")).status_code == 200  # the pool serves on
+
+
+async def test_without_install_a_stale_connection_raises_connection_released() -> None:
+    driver = FakeDriver()
+    pool = Pool(driver, max_size=1)
+    app = FastAPI(lifespan=lifespan(pool))
+    kept: list[FakeConnection] = []
+
+    @app.get("/keep")
+    async def keep(conn: Annotated[FakeConnection, Depends(connection)]) -> None:
+        kept.append(conn)
+
+    @app.get("/stale")
+    async def stale(conn: Annotated[FakeConnection, Depends(transaction)]) -> None:
+        await kept[0].execute("SELECT 'stale'")
+
+    async with running(app, raise_app_exceptions=True) as client:
+        await client.get("/keep")
+        with pytest.raises(ConnectionReleased, match="released back to pool"):
+            await client.get("/stale")
+        assert pool.stats().in_use == 0
+        # The stale statement sent nothing; the request's own transaction was rolled back.
+        assert [sql for _, sql, _ in driver.queries] == ["BEGIN", "ROLLBACK"]
+
+
+@pytest.mark.parametrize("when", ["mid-statement", "after"])
+async def test_a_connection_the_pools_close_terminated_is_a_503(when: str) -> None:
+    """At shutdown, ``close()`` terminates the connections still lent once its timeout is over.
+    A request whose statement was under way then, or that sends one afterwards (its connection
+    refuses with ``ConnectionReleased``), met an outage, not a bug of its own: a 503."""
+    driver = FakeDriver()
+    pool = Pool(driver, max_size=1)
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+    entered, go_on = asyncio.Event(), asyncio.Event()
+
+    @app.get("/work")
+    async def work(conn: Annotated[FakeConnection, Depends(connection)]) -> None:
+        entered.set()
+        await go_on.wait()
+        await conn.execute("SELECT 'work'")
+
+    async with running(app) as client:
+        request = asyncio.create_task(client.get("/work"))
+        await entered.wait()  # the path operation holds its connection
+        if when == "mid-statement":
+            driver.query_latency = 0.1
+            go_on.set()
+            await wait_until(lambda: bool(driver.queries), message="the statement is sent")
+            await pool.close(timeout=0)
+        else:
+            await pool.close(timeout=0)
+            go_on.set()
+        response = await request
+    assert response.status_code == 503
+    assert response.json()["reason"] == "connection_lost"
+    assert driver.live == 0
 
 
 # ---------------------------------------------------------------------- several pools

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -75,8 +76,10 @@ def test_installed_environment_has_no_top_level_drivers_module(tmp_path: Path) -
 
 def test_public_names_are_the_documented_contract() -> None:
     assert set(aiodbpool.__all__) == {
+        "ConnectionReleased",
         "Driver",
         "DurationHistogram",
+        "Lease",
         "Pool",
         "PoolClosed",
         "PoolConnectError",
@@ -85,11 +88,24 @@ def test_public_names_are_the_documented_contract() -> None:
         "PoolStats",
         "PoolTimeout",
         "SupportsAclose",
+        "SupportsLease",
         "SupportsTerminate",
         "SupportsTransaction",
+        "SupportsTransactionStatus",
+        "TransactionStatus",
         "create_pool",
+        "guarded_attribute",
+        "guarded_method",
+        "guarded_statement",
+        "raw_connection",
     }
-    for name in aiodbpool.__all__:
+    # A type alias (a Literal) has no module of its own before Python 3.12's ``type`` statement.
+    aliases = {"TransactionStatus"}
+    for name in set(aiodbpool.__all__) - aliases:
         assert getattr(aiodbpool, name).__module__.startswith("aiodbpool")
+    assert get_args(aiodbpool.TransactionStatus) == ("idle", "in_transaction", "failed")
     assert aiodbpool.PoolTimeout.__module__ == "aiodbpool"
     assert issubclass(aiodbpool.PoolTimeout, TimeoutError)
+    # A use after release is a bug in the caller, not a pool outage: not a PoolError.
+    assert aiodbpool.ConnectionReleased.__module__ == "aiodbpool"
+    assert not issubclass(aiodbpool.ConnectionReleased, aiodbpool.PoolError)

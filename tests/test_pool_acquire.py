@@ -16,7 +16,7 @@ import pytest
 import uvloop
 from helpers import acquire, check_books, wait_for_waiters, wait_until
 
-from aiodbpool import Pool, PoolClosed, PoolExhausted, PoolTimeout
+from aiodbpool import ConnectionReleased, Pool, PoolClosed, PoolExhausted, PoolTimeout
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 # ------------------------------------------------------------------ the fast path and LIFO
@@ -31,9 +31,11 @@ async def test_acquire_of_a_ready_idle_connection_completes_without_suspending()
         with pytest.raises(StopIteration) as finished:
             steps.send(None)
 
-        assert finished.value.value is conn
+        again: FakeConnection = finished.value.value
+        assert again.id == conn.id  # the same connection, under a new lease
+        assert again is not conn
         assert pool.stats().waited == 1  # only the first acquire, which opened the connection
-        await pool.release(conn)
+        await pool.release(again)
 
 
 async def test_release_of_a_clean_connection_completes_without_suspending() -> None:
@@ -55,7 +57,7 @@ async def test_most_recently_released_connection_is_handed_out_first() -> None:
 
         handed_out = [await pool.acquire() for _ in range(3)]
 
-        assert handed_out == [first, third, second]
+        assert [conn.id for conn in handed_out] == [first.id, third.id, second.id]
         for conn in handed_out:
             await pool.release(conn)
 
@@ -68,12 +70,15 @@ async def test_async_with_acquire_releases_on_exit_and_on_error() -> None:
 
         async def fail_while_holding() -> None:
             async with pool.acquire() as again:
-                assert again is conn
+                assert again.id == conn.id  # the same connection, under a new lease
+                with pytest.raises(ConnectionReleased):
+                    await conn.execute("SELECT 1")  # the first lease ended on exit
                 raise LookupError("the block failed")
 
         with pytest.raises(LookupError):
             await fail_while_holding()
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+        assert conn.executed == []  # the refused statement was never sent
 
 
 def _lend(pool: Pool[FakeConnection]) -> AbstractAsyncContextManager[FakeConnection]:
@@ -86,7 +91,7 @@ async def test_acquire_is_an_async_context_manager_for_exit_stacks() -> None:
         async with AsyncExitStack() as stack:
             first = await stack.enter_async_context(_lend(pool))
             second = await stack.enter_async_context(pool.acquire())
-            assert first is not second
+            assert first.id != second.id
             assert pool.stats().in_use == 2
         assert (pool.stats().idle, pool.stats().in_use) == (2, 0)
 
@@ -231,8 +236,9 @@ async def test_waiter_cancelled_after_handoff_returns_connection() -> None:
         stats = pool.stats()
         assert (stats.idle, stats.in_use, stats.waiting, stats.size) == (1, 0, 0, 1)
         check_books(pool)
-        assert await pool.acquire(timeout=1) is held
-        await pool.release(held)
+        again = await pool.acquire(timeout=1)
+        assert again.id == held.id
+        await pool.release(again)
 
 
 async def test_waiter_cancelled_after_handoff_passes_connection_to_next_waiter() -> None:
@@ -246,10 +252,11 @@ async def test_waiter_cancelled_after_handoff_passes_connection_to_next_waiter()
         await pool.release(held)
         first.cancel()
 
-        assert await second is held
+        again = await second
+        assert again.id == held.id
         assert first.cancelled()
         check_books(pool)
-        await pool.release(held)
+        await pool.release(again)
 
 
 async def test_waiter_cancelled_after_room_was_reserved_for_it_frees_the_slot() -> None:
@@ -259,7 +266,7 @@ async def test_waiter_cancelled_after_room_was_reserved_for_it_frees_the_slot() 
         waiter = asyncio.create_task(acquire(pool))
         await wait_for_waiters(pool, 1)
 
-        pool.detach(held)  # frees a slot: reserved for the waiter, which has not resumed yet
+        raw = pool.detach(held)  # frees a slot: reserved for the waiter, not resumed yet
         assert (pool.stats().waiting, pool.stats().opening) == (0, 1)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -268,7 +275,7 @@ async def test_waiter_cancelled_after_room_was_reserved_for_it_frees_the_slot() 
         assert pool.stats().size == 0
         assert driver.opened == 1  # nothing was opened for the cancelled waiter
         check_books(pool)
-        await driver.close(held)
+        await driver.close(raw)
 
 
 async def test_slot_freed_while_the_only_waiter_is_being_cancelled_is_not_lost() -> None:
@@ -279,7 +286,7 @@ async def test_slot_freed_while_the_only_waiter_is_being_cancelled_is_not_lost()
         await wait_for_waiters(pool, 1)
 
         waiter.cancel()  # its future is cancelled; its task has not run its clean-up yet
-        pool.detach(held)  # the room is offered to nobody
+        raw = pool.detach(held)  # the room is offered to nobody
 
         with pytest.raises(asyncio.CancelledError):
             await waiter
@@ -287,7 +294,7 @@ async def test_slot_freed_while_the_only_waiter_is_being_cancelled_is_not_lost()
         check_books(pool)
         async with pool.acquire(timeout=1):
             assert pool.stats().size == 1
-        await driver.close(held)
+        await driver.close(raw)
 
 
 async def test_waiter_that_times_out_loses_nothing() -> None:
@@ -409,8 +416,9 @@ async def test_acquire_with_zero_timeout_still_takes_an_idle_connection() -> Non
     async with Pool(FakeDriver(), clock=FakeClock()) as pool:
         conn = await pool.acquire()
         await pool.release(conn)
-        assert await pool.acquire(timeout=0) is conn
-        await pool.release(conn)
+        again = await pool.acquire(timeout=0)
+        assert again.id == conn.id
+        await pool.release(again)
 
 
 # ------------------------------------------------------------------ wrong pool state or loop

@@ -82,13 +82,13 @@ async def test_waiter_given_room_gets_the_connect_error_at_once() -> None:
         await wait_for_waiters(pool, 1)
         driver.fail_connects()
 
-        pool.detach(held)  # room for the waiter, whose connect then fails
+        detached = pool.detach(held)  # room for the waiter, whose connect then fails
 
         with pytest.raises(PoolConnectError):
             await waiter
         assert pool.stats().size == 0
         check_books(pool)
-        await driver.close(held)
+        await driver.close(detached)
 
 
 async def test_failed_connect_hands_its_slot_to_the_next_waiter() -> None:

@@ -19,7 +19,7 @@ from helpers import (
     wait_until,
 )
 
-from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolTimeout
+from aiodbpool import ConnectionReleased, Pool, PoolClosed, PoolConnectError, PoolTimeout
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeConnectionError, FakeDriver
 
 # ------------------------------------------------------------------ open
@@ -296,8 +296,20 @@ async def test_close_timeout_terminates_connections_still_in_use(
     before = pool.stats()
     await pool.release(held)  # accepted silently: it was already terminated
     assert pool.stats() == before
-    with pytest.raises(ValueError, match="not acquired from"):
-        await pool.release(held)  # but only once
+    with pytest.raises(ConnectionReleased, match="was closed and terminated it"):
+        await held.execute("SELECT 1")  # its lease ended with the close
+    assert held.executed == []
+
+
+async def test_a_connection_terminated_by_close_can_be_released_only_once() -> None:
+    pool = Pool(FakeDriver())
+    await pool.open()
+    held = await pool.acquire()
+    await pool.close(timeout=0)
+    await pool.release(held)  # accepted silently: it was already terminated
+
+    with pytest.raises(ValueError, match="already released"):
+        await pool.release(held)  # but only once: a second release is the caller's bug
 
 
 async def test_concurrent_closes_all_return_once_the_pool_is_closed() -> None:

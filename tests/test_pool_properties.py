@@ -6,6 +6,11 @@ acquirer at chosen moments, acquires that time out, broken connections, refused 
 connects, time passing, ``expire()``, ``resize()``, ``detach()`` and finally ``close()``. After
 every step it checks the pool's books against what the test holds and what the driver has open.
 
+Every lend is a lease: the machine keeps the leases it gave back (released or detached) and
+uses them again at random, after their connection may have been lent to someone else. Such a
+stale release or statement must be refused (``ValueError``, ``ConnectionReleased``), counted,
+and change nothing: not the books, not the connection's next holder, not what was sent.
+
 Determinism: the machine owns its event loop and runs it explicitly, a few iterations at a time,
 until nothing moves any more. Ages are read from a :class:`FakeClock` that advances in whole
 seconds, and the pool's random spreads are made irrelevant by choosing limits whose random windows
@@ -22,7 +27,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import pytest
@@ -37,7 +42,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
+from aiodbpool import (
+    ConnectionReleased,
+    Pool,
+    PoolClosed,
+    PoolConnectError,
+    PoolExhausted,
+    PoolTimeout,
+    raw_connection,
+)
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeConnectionError, FakeDriver
 
 T = TypeVar("T")
@@ -141,17 +154,24 @@ class PoolMachine(RuleBasedStateMachine):
         self.born: dict[int, float] = {}
         self.uses: dict[int, int] = {}
         self.expired: set[int] = set()
-        # What the test holds: connections acquired and not given back, acquires still running,
-        # releases suspended in their reset, connections detached and not yet closed.
+        # What the test holds: leases acquired and not given back, acquires still running,
+        # releases suspended in their reset, connections detached (the driver's own, as detach()
+        # returned them) and not yet closed.
         self.held: list[FakeConnection] = []
         self.acquirers: list[_Acquirer] = []
         self.started = 0  # acquires started, numbering them
         self.releases: list[_Release] = []
         self.detached: list[FakeConnection] = []
+        # Leases the test released or detached while the pool was open: stale for good, even
+        # once their connection is lent again. (Leases close() ended are not among them: a
+        # release of those is accepted silently.)
+        self.ended: list[FakeConnection] = []
         # What the pool's counters must say.
         self.acquired = 0
         self.timeouts = 0
         self.validation_failures = 0
+        self.stale_releases = 0  # releases and detaches of an ended lease, refused
+        self.stale_uses = 0  # statements through an ended lease, refused
         self.detached_closed = 0  # closed by the test, not the pool
         self.connect_failures_scripted = False  # PoolConnectError is a legitimate outcome
         self.pings_stalled = False  # acquirers may be stuck validating an idle connection
@@ -279,7 +299,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.held.append(conn)
         self.acquired += 1
         self.uses[conn.id] = self.uses.get(conn.id, 0) + 1
-        assert not self.driver.is_closed(conn), f"handed out {conn!r}"
+        # raw_connection also checks that the lease is live: a fresh one, not an ended one.
+        assert not self.driver.is_closed(raw_connection(conn)), f"handed out {conn!r}"
         assert conn.id not in self.expired, f"handed out {conn!r} after expire()"
         age = self.fake_clock.now - self.born.get(conn.id, self.fake_clock.now)
         assert age < math.ceil(LIFETIME), f"handed out {conn!r} at age {age}"
@@ -427,8 +448,7 @@ class PoolMachine(RuleBasedStateMachine):
             conn = _pick(self.held, conn_pick)
             # None of these suspends: the freed connection or slot is offered synchronously.
             if action == "detach":
-                pool.detach(conn)
-                self.detached.append(conn)
+                self.detached.append(pool.detach(conn))
             else:
                 if action == "release_dirty":
                     with contextlib.suppress(FakeConnectionError):
@@ -436,6 +456,7 @@ class PoolMachine(RuleBasedStateMachine):
                 elif action == "release_broken":
                     self.driver.break_connection(conn, detected=True)
                 await pool.release(conn)
+            self.ended.append(conn)
             for _ in range(iterations):
                 await asyncio.sleep(0)
             if self.acquirers:
@@ -451,11 +472,18 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.held)
     @rule(pick=PICK)
     def release(self, pick: int) -> None:
+        """Give a connection back; once the pool is closed (which terminated it), the release
+        is accepted silently and changes nothing."""
         conn = _pick(self.held, pick)
 
         async def go() -> None:
             assert self.pool is not None
+            before = self.pool.stats()
             await self.pool.release(conn)
+            if self.closed:
+                assert self.pool.stats() == before
+            else:
+                self.ended.append(conn)
             await self.settle()
 
         self.run(go())
@@ -470,6 +498,7 @@ class PoolMachine(RuleBasedStateMachine):
             assert self.pool is not None
             with contextlib.suppress(FakeConnectionError):
                 await conn.execute("BEGIN")
+            self.ended.append(conn)  # from the release on, even while it is under way
             if mode == "instant":
                 await self.pool.release(conn)
             else:
@@ -497,19 +526,79 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.is_open() and (self.releases or self.detached))
     @rule(pick=PICK)
     def release_twice_is_refused(self, pick: int) -> None:
-        """A connection being released, or detached, is no longer the caller's to release.
-
-        (Once the pool is closed, such a release is silently ignored, as documented.)
-        """
-        conns = [release.conn for release in self.releases] + self.detached
+        """A connection being released (its lease), or detached (the driver's connection that
+        detach() returned), is no longer the caller's to release or detach."""
+        releasing = [release.conn for release in self.releases]
+        conns = releasing + self.detached
         conn = conns[pick % len(conns)]
+        # The lease of a release under way is stale; a detached connection is simply foreign.
+        stale = pick % len(conns) < len(releasing)
+        why = "this connection: it was already released" if stale else "FakeConnection object"
 
         async def go() -> None:
             assert self.pool is not None
-            with pytest.raises(ValueError, match="cannot release"):
+            with pytest.raises(ValueError, match=f"cannot release {why}"):
                 await self.pool.release(conn)
-            with pytest.raises(ValueError, match="cannot detach"):
+            with pytest.raises(ValueError, match=f"cannot detach {why}"):
                 self.pool.detach(conn)
+            if stale:
+                self.stale_releases += 2
+            await self.settle()
+
+        self.run(go())
+
+    def _stale_lease(self, pick: int, relent: bool) -> FakeConnection:
+        """An ended lease; with ``relent``, one whose connection is lent again now, if any."""
+        held = {conn.id for conn in self.held}
+        choices = [conn for conn in self.ended if conn.id in held] if relent else []
+        choices = choices or self.ended
+        return choices[pick % len(choices)]
+
+    @precondition(lambda self: self.ended)
+    @rule(pick=PICK, relent=st.booleans(), detach=st.booleans())
+    def release_a_stale_lease(self, pick: int, relent: bool, detach: bool) -> None:
+        """Release or detach again a lease given back earlier, whose connection may be lent to
+        someone else by now (or being reset, or closed): refused, and counted, and nothing else
+        changes; above all, the connection's current holder keeps it."""
+        pool = self.pool
+        assert pool is not None
+        stale = self._stale_lease(pick, relent)
+        holders = [conn for conn in self.held if conn.id == stale.id]
+
+        async def give_back() -> None:
+            if detach:
+                pool.detach(stale)
+            else:
+                await pool.release(stale)  # refused before it suspends: no other task runs
+
+        async def go() -> None:
+            before = pool.stats()
+            with pytest.raises(ValueError, match=r"this connection: it was already (released|det)"):
+                await give_back()
+            self.stale_releases += 1
+            assert pool.stats() == replace(before, stale_releases=before.stale_releases + 1)
+            if not self.closed:
+                for holder in holders:  # still lent, under the holder's own lease
+                    assert raw_connection(holder).id == stale.id
+            await self.settle()
+
+        self.run(go())
+
+    @precondition(lambda self: self.ended)
+    @rule(pick=PICK, relent=st.booleans(), method=st.sampled_from(["execute", "fetch", "fetchval"]))
+    def use_a_stale_lease(self, pick: int, relent: bool, method: str) -> None:
+        """A statement through a lease given back earlier is refused and sends nothing, on the
+        connection (whoever holds it now) or anywhere else."""
+        stale = self._stale_lease(pick, relent)
+
+        async def go() -> None:
+            sent, queries = list(stale.executed), len(self.driver.queries)
+            statement = getattr(stale, method)  # fetched after the end: refuses when called
+            with pytest.raises(ConnectionReleased, match="cannot use this connection: it was"):
+                await statement("INSERT INTO t VALUES (1)")
+            self.stale_uses += 1
+            assert stale.executed == sent
+            assert len(self.driver.queries) == queries
             await self.settle()
 
         self.run(go())
@@ -520,10 +609,17 @@ class PoolMachine(RuleBasedStateMachine):
         conn = self.held[pick % len(self.held)]
 
         async def go() -> None:
-            try:
-                await conn.execute("SELECT 1")
-            except FakeConnectionError:
-                assert conn.broken or conn.closed
+            if self.closed:  # close() terminated it, which ended its lease
+                sent = list(conn.executed)
+                with pytest.raises(ConnectionReleased, match="was closed and terminated it"):
+                    await conn.execute("SELECT 1")
+                self.stale_uses += 1
+                assert conn.executed == sent
+            else:
+                try:
+                    await conn.execute("SELECT 1")
+                except FakeConnectionError:
+                    assert conn.broken or conn.closed
             await self.settle()
 
         self.run(go())
@@ -536,8 +632,10 @@ class PoolMachine(RuleBasedStateMachine):
         conn = _pick(self.held, pick)
 
         def detach() -> None:
-            assert pool.detach(conn) is conn
-            self.detached.append(conn)
+            own = raw_connection(conn)
+            assert pool.detach(conn) is own  # the driver's connection, not the lease
+            self.detached.append(own)
+            self.ended.append(conn)
 
         self.step(detach)
 
@@ -719,6 +817,7 @@ class PoolMachine(RuleBasedStateMachine):
                         with contextlib.suppress(FakeConnectionError):
                             await conn.execute("BEGIN")
                     await pool.release(conn)
+                    self.ended.append(conn)
                     await asyncio.sleep(0)
                 await self.settle()
                 assert closing.done(), f"close() still waits, with nothing in use: {pool!r}"
@@ -787,7 +886,8 @@ class PoolMachine(RuleBasedStateMachine):
             return
         stats = self.pool.stats()
         lent = self.held + [release.conn for release in self.releases]
-        assert len({id(conn) for conn in lent + self.detached}) == len(lent) + len(self.detached)
+        # No connection is held twice (two live leases), or both held and detached.
+        assert len({conn.id for conn in lent + self.detached}) == len(lent) + len(self.detached)
         # Besides what the test holds, the pool lends only connections being validated by an
         # acquirer stuck in a stalled ping; stalled pings and connects are all that is stalled.
         validating = stats.in_use - len(lent)
@@ -808,10 +908,10 @@ class PoolMachine(RuleBasedStateMachine):
             return
         stats = self.pool.stats()
         assert stats.closing == 0, stats  # closes take no time: none is left once quiet
-        live = {id(conn) for conn in self.driver.connections}
-        assert all(id(conn) in live for conn in self.detached)
+        live = {conn.id for conn in self.driver.connections}
+        assert all(conn.id in live for conn in self.detached)
         if not self.closed:
-            assert all(id(conn) in live for conn in self.held)
+            assert all(conn.id in live for conn in self.held)
         assert self.driver.live == stats.idle + stats.in_use + stats.closing + len(self.detached), (
             stats,
             self.driver,
@@ -827,6 +927,8 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.closed == self.driver.closed - self.detached_closed, (stats, self.driver)
         assert stats.acquired == self.acquired, stats
         assert stats.timeouts == self.timeouts, stats
+        assert stats.stale_releases == self.stale_releases, stats
+        assert stats.stale_uses == self.stale_uses, stats
 
     # -- clean-up ----------------------------------------------------------------------------------
 

@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 import pytest
 from helpers import acquire, check_books, wait_for_waiters, wait_until
 
-from aiodbpool import Pool
+from aiodbpool import ConnectionReleased, Pool, PoolStats, raw_connection
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
+
+
+def _one_more_stale_release(stats: PoolStats) -> PoolStats:
+    """``stats`` with one more refused release counted, and nothing else changed."""
+    return replace(stats, stale_releases=stats.stale_releases + 1)
+
 
 # ------------------------------------------------------------------ reset
 
@@ -28,7 +35,7 @@ async def test_release_rolls_back_a_dirty_connection_before_reuse() -> None:
         assert conn.executed[-1] == ("ROLLBACK", ())
         assert not conn.in_transaction
         async with pool.acquire() as again:
-            assert again is conn
+            assert again.id == conn.id
 
 
 async def test_dirty_reset_that_waits_on_the_server_still_reuses_the_connection() -> None:
@@ -65,7 +72,7 @@ async def test_holder_cancelled_mid_query_still_has_its_connection_reset() -> No
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
         check_books(pool)
         async with pool.acquire() as again:
-            assert again is conn
+            assert raw_connection(again) is conn
 
 
 async def test_failed_reset_discards_the_connection_and_never_reuses_it(
@@ -83,7 +90,7 @@ async def test_failed_reset_discards_the_connection_and_never_reuses_it(
         assert (pool.stats().size, pool.stats().discarded) == (0, 1)
         assert "pool 'app': reset failed, connection discarded" in caplog.text
         async with pool.acquire() as again:
-            assert again is not conn
+            assert again.id != conn.id
         check_books(pool)
 
 
@@ -138,7 +145,7 @@ async def test_a_failing_is_closed_on_release_discards_the_connection_and_frees_
         assert (pool.stats().size, pool.stats().in_use, pool.stats().discarded) == (0, 0, 1)
         assert "the driver's is_closed() raised" in caplog.text
         async with pool.acquire(timeout=5) as again:
-            assert again is not conn
+            assert again.id != conn.id
         check_books(pool)
 
 
@@ -155,7 +162,7 @@ async def test_a_failing_is_closed_on_acquire_discards_the_connection(
         driver.failing = True
 
         async with pool.acquire(timeout=5) as second:
-            assert second is not first  # the first one's state is unknown: replaced
+            assert second.id != first.id  # the first one's state is unknown: replaced
             driver.failing = False
 
         assert first.closed
@@ -179,7 +186,7 @@ async def test_reset_timeout_bounds_a_stalled_reset_and_discards_the_connection(
         assert (pool.stats().size, pool.stats().discarded) == (0, 1)
         driver.heal()
         async with pool.acquire() as again:
-            assert again is not conn
+            assert again.id != conn.id
         check_books(pool)
 
 
@@ -242,7 +249,33 @@ async def test_releasing_twice_raises_and_changes_nothing() -> None:
         with pytest.raises(ValueError, match="already released"):
             await pool.release(conn)
 
-        assert pool.stats() == before
+        assert pool.stats() == _one_more_stale_release(before)
+        check_books(pool)
+
+
+async def test_a_stale_release_leaves_the_connections_next_holder_untouched() -> None:
+    """The handle kept from the first lend cannot release (nor use) the connection that the
+    second borrower now holds under a lease of its own."""
+    async with Pool(FakeDriver(), max_size=1) as pool:
+        stale = await pool.acquire()
+        await pool.release(stale)
+        holder = await pool.acquire()
+        assert holder.id == stale.id  # the same connection, lent again
+        await holder.execute("BEGIN")
+        before = pool.stats()
+
+        with pytest.raises(ValueError, match="already released"):
+            await pool.release(stale)
+        with pytest.raises(ConnectionReleased):
+            await stale.execute("INSERT INTO t VALUES (1)")
+
+        stats = pool.stats()
+        assert stats == replace(_one_more_stale_release(before), stale_uses=before.stale_uses + 1)
+        assert (stats.in_use, stats.idle) == (1, 0)
+        assert holder.in_transaction  # nothing rolled the holder's transaction back
+        assert holder.executed == [("BEGIN", ())]  # nor wrote inside it
+        await holder.execute("COMMIT")  # still the holder's to use
+        await pool.release(holder)
         check_books(pool)
 
 
@@ -257,9 +290,11 @@ async def test_releasing_again_a_connection_already_handed_to_a_waiter_raises() 
         with pytest.raises(ValueError, match="already released"):
             await pool.release(conn)
 
-        assert pool.stats() == before
-        assert await waiter is conn
-        await pool.release(conn)
+        assert pool.stats() == _one_more_stale_release(before)
+        again = await waiter
+        assert again.id == conn.id
+        await again.execute("SELECT 1")  # the waiter's lease is good
+        await pool.release(again)
         check_books(pool)
 
 
@@ -275,7 +310,7 @@ async def test_releasing_a_connection_whose_release_is_under_way_raises() -> Non
         with pytest.raises(ValueError, match="already released"):
             await pool.release(conn)
 
-        assert pool.stats() == before
+        assert pool.stats() == _one_more_stale_release(before)
         await first
         assert pool.stats().idle == 1
 
@@ -287,17 +322,26 @@ async def test_detach_frees_the_slot_and_leaves_the_connection_to_the_caller() -
     driver = FakeDriver()
     async with Pool(driver, max_size=1) as pool:
         conn = await pool.acquire()
+        own = raw_connection(conn)
 
-        assert pool.detach(conn) is conn
+        detached = pool.detach(conn)
 
+        assert detached is own  # the driver's connection, no longer a lease
+        assert type(detached) is FakeConnection
         assert pool.stats().size == 0
         async with pool.acquire() as other:  # the freed slot opens a new connection
-            assert other is not conn
-        with pytest.raises(ValueError, match="detached"):
+            assert other.id != detached.id
+        with pytest.raises(ValueError, match="already detached"):
             await pool.release(conn)
-    assert not conn.closed  # the pool closed its own connections, not the detached one
+        with pytest.raises(ValueError, match="it was not acquired from"):
+            await pool.release(detached)
+        with pytest.raises(ConnectionReleased, match="detached"):
+            await conn.execute("SELECT 1")  # the lease ended; the caller uses `detached`
+        await detached.execute("SELECT 1")
+        assert pool.stats().stale_uses == 1
+    assert not detached.closed  # the pool closed its own connections, not the detached one
     assert driver.live == 1
-    await driver.close(conn)
+    await driver.close(detached)
 
 
 async def test_detaching_a_connection_the_pool_does_not_lend_out_raises() -> None:
@@ -309,11 +353,38 @@ async def test_detaching_a_connection_the_pool_does_not_lend_out_raises() -> Non
 
         with pytest.raises(ValueError, match="cannot detach FakeConnection"):
             pool.detach(foreign)
+        assert pool.stats() == before
         with pytest.raises(ValueError, match="already released"):
             pool.detach(idle)
 
-        assert pool.stats() == before
+        assert pool.stats() == _one_more_stale_release(before)
         await other_pool.release(foreign)
+
+
+@pytest.mark.parametrize("action", ["release", "detach"])
+async def test_the_drivers_own_connection_behind_a_lease_cannot_be_given_back(
+    action: str,
+) -> None:
+    """Only the lease that acquire() returned releases or detaches; the raw connection (from
+    raw_connection) is refused, and the lease stays good."""
+    async with Pool(FakeDriver()) as pool:
+        conn = await pool.acquire()
+        before = pool.stats()
+
+        async def give_back_the_drivers_own() -> None:
+            if action == "release":
+                await pool.release(raw_connection(conn))
+            else:
+                pool.detach(raw_connection(conn))
+
+        with pytest.raises(ValueError, match=f"cannot {action} the driver's own connection"):
+            await give_back_the_drivers_own()
+
+        assert pool.stats() == before
+        await conn.execute("SELECT 1")  # still lent, through its lease
+        await pool.release(conn)
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+        check_books(pool)
 
 
 async def test_detach_of_a_connection_being_released_raises() -> None:

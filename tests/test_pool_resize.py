@@ -93,9 +93,10 @@ async def test_nothing_new_opens_until_the_pool_is_under_the_new_bound() -> None
 
         await pool.release(held[2])
 
-        assert await waiter is held[2]
+        again = await waiter
+        assert again.id == held[2].id
         assert (driver.opened, driver.peak_live) == (3, 3)
-        await pool.release(held[2])
+        await pool.release(again)
         check_books(pool)
 
 

@@ -14,7 +14,14 @@ import math
 import pytest
 from helpers import CountingClock, acquire, maintenance_rounds, wait_for_waiters, wait_until
 
-from aiodbpool import DurationHistogram, Pool, PoolConnectError, PoolStats, PoolTimeout
+from aiodbpool import (
+    ConnectionReleased,
+    DurationHistogram,
+    Pool,
+    PoolConnectError,
+    PoolStats,
+    PoolTimeout,
+)
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 COUNTERS = (
@@ -30,6 +37,8 @@ COUNTERS = (
     "evicted_lifetime",
     "wait_time_total",
     "wait_time_max",
+    "stale_releases",
+    "stale_uses",
 )
 
 
@@ -126,6 +135,16 @@ async def test_every_counter_moves_as_documented() -> None:
             "closed": 1,
         }
 
+        stale = await pool.acquire()
+        await pool.release(stale)
+        with pytest.raises(ValueError, match="already released"):
+            await pool.release(stale)  # a second release: refused, nothing else moves
+        assert changes() == {"acquired": 1, "waited": 1, "created": 1, "stale_releases": 1}
+        with pytest.raises(ConnectionReleased):
+            await stale.fetchval("SELECT 1")  # a use after the release: refused, nothing sent
+        assert stale.executed == []
+        assert changes() == {"stale_uses": 1}
+
         await maintenance_rounds(clock)
         assert changes() == {}
 
@@ -166,7 +185,8 @@ async def test_gauges_describe_the_pool_now() -> None:
         assert gauges == (4, 1, 1, 1, 1)
         assert stats.waiting == 0
 
-        assert await pool.acquire() is spare
+        again = await pool.acquire()
+        assert again.id == spare.id
         waiting = asyncio.create_task(acquire(pool))
         await wait_for_waiters(pool, 1)
         assert pool.stats().waiting == 1
@@ -174,7 +194,7 @@ async def test_gauges_describe_the_pool_now() -> None:
         driver.heal()
         await pool.release(await opening)
         await pool.release(await waiting)
-        for conn in (held, spare):
+        for conn in (held, again):
             await pool.release(conn)
         await pool.close(timeout=0.01)  # cuts the slow close short: terminated
     assert driver.live == 0

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from pgcluster import PgCluster
 
-from aiodbpool import Pool, PoolConnectError, create_pool
+from aiodbpool import Pool, PoolConnectError, create_pool, raw_connection
 from aiodbpool.drivers.postgres import PostgresDriver, from_url
 
 # A statement long enough to be cancelled halfway, short enough not to slow the suite if a
@@ -391,6 +391,7 @@ async def test_a_cancellation_the_server_never_confirms_discards_the_connection(
         blocked = asyncio.ensure_future(conn.execute(LONG_QUERY))
         await wait_until_sessions(pg_cluster.dsn, app_name, 1, where="state = 'active'")
         backend = conn.get_server_pid()
+        raw = raw_connection(conn)  # what the lease stands for, to look at after the release
         # A frozen backend cannot act on the cancel request asyncpg sends when the query's
         # task is cancelled, so the cancellation is never confirmed.
         os.kill(backend, signal.SIGSTOP)
@@ -402,12 +403,13 @@ async def test_a_cancellation_the_server_never_confirms_discards_the_connection(
             await pool.release(conn)
             waited = time.monotonic() - started
             assert pool.stats().discarded == 1
-            assert conn.is_closed()
+            assert raw.is_closed()
         finally:
             os.kill(backend, signal.SIGCONT)
         assert waited < 5, f"release took {waited:.2f}s with a reset_timeout of 0.2s"
         async with pool.acquire() as fresh:
-            assert fresh is not conn
+            assert raw_connection(fresh) is not raw
+            assert fresh.get_server_pid() != backend
             assert await fresh.fetchval("SELECT 1") == 1
 
 

@@ -37,7 +37,7 @@ from scenarios import (
     unique_app_name,
 )
 
-from aiodbpool import PoolConnectError, PoolStats
+from aiodbpool import PoolConnectError, PoolStats, raw_connection
 
 MAX_SIZE = 4
 CONNECT_TIMEOUT = 0.5
@@ -149,6 +149,8 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
         for conn in conns[:2]:
             await pool.release(conn)
         held, querying = conns[2:]  # one held quietly, one whose query is stuck in the stall
+        # The driver's connections under those two leases, to look at once close() ended them.
+        raw_held, raw_querying = raw_connection(held), raw_connection(querying)
         assert await sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
 
         async def stuck_query() -> None:
@@ -168,7 +170,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
     finally:
         await pool.close()
     stats = pool.stats()
-    held_terminated = held.is_closed() and querying.is_closed()
+    held_terminated = raw_held.is_closed() and raw_querying.is_closed()
     heal_at = time.monotonic()
     fault_proxy.heal()
     shown_after_close = await sessions_settled(pg_cluster, app_name, 0)

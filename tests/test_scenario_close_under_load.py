@@ -33,7 +33,7 @@ from helpers import check_books, wait_until
 from pgcluster import PgCluster
 from scenarios import Tally, server_shows
 
-from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolError
+from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolError, raw_connection
 from aiodbpool.drivers.postgres import PostgresDriver
 
 CLOSE_TIMEOUT = 2.0
@@ -125,11 +125,11 @@ async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waite
     tally = Tally("close() with stuck queries", allowed=CLOSING_ERRORS)
     holder_errors: list[BaseException] = []
     worker_errors: list[BaseException] = []
-    held: list[asyncpg.Connection] = []
+    held: list[asyncpg.Connection] = []  # the driver's connections under the stuck leases
 
     async def hold_stuck() -> None:
         async with pool.acquire() as conn:
-            held.append(conn)
+            held.append(raw_connection(conn))
             await conn.execute(STUCK_QUERY)
 
     async def one_request() -> None:

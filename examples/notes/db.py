@@ -1,7 +1,8 @@
 """Run a statement on a pooled connection of either database, and get rows as dicts.
 
-The pool hands out the database client's own connection: an ``asyncpg.Connection`` or an
-``aiosqlite.Connection``. These few functions are all the service needs from either.
+The pool lends each request a stand-in for the database client's own connection, an
+``asyncpg.Connection`` or an ``aiosqlite.Connection``: ``isinstance`` holds and every method
+works, until the request gives it back. These few functions are all the service needs from either.
 """
 
 from __future__ import annotations
