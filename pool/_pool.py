@@ -53,7 +53,7 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from . import _options
 from ._calls import begin, call_with_timeout
@@ -503,7 +503,8 @@ class Pool(Generic[C]):
             raise self._refused_handle(conn, "detach")
         record.handle = None
         if self._lease_class is not None:
-            cast(Lease[Any], conn)._end("detached")
+            lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
+            lease._end("detached")
         del self._in_use[id(record.conn)]
         self._after_removal()
         return record.conn
@@ -541,7 +542,10 @@ class Pool(Generic[C]):
             raise self._refused_handle(conn, "release")
         record.handle = None
         # What the borrower left behind (statements still running, listeners): usually None.
-        leftover = None if self._lease_class is None else cast(Lease[Any], conn)._end("released")
+        leftover = None
+        if self._lease_class is not None:
+            lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
+            leftover = lease._end("released")
         raw = record.conn
         now = self._clock()
         self._use_time.record(now - record.acquired_at)
@@ -833,7 +837,7 @@ class Pool(Generic[C]):
         if self._leak_timeout is not None:
             record.acquired_stack = _acquiring_stack()
             record.leak_reported = False
-        return cast(C, handle)  # a Lease[C] stands in for a C: what the caller's checker sees
+        return handle  # type: ignore[return-value]  # a Lease[C] stands in for a C
 
     def _give_back(self, grant: _Record[C] | _Room) -> None:
         """Return a grant that its acquirer can no longer use (it timed out or was cancelled)."""
