@@ -23,6 +23,7 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from aiodbpool import Pool, create_pool
+from aiodbpool.drivers.postgres import PostgresDriver, ResetMode
 
 __all__ = ["Contender", "SLEEP_SECONDS", "close_all", "contenders", "open_all"]
 
@@ -60,16 +61,30 @@ class _Asyncpg:
         await conn.execute(_SLEEP)
 
 
+class _UnleasedPostgresDriver(PostgresDriver):
+    """The PostgreSQL driver lending bare connections: what the lease costs, measured."""
+
+    lease_class = None  # type: ignore[assignment]
+
+
 class Aiodbpool(_Asyncpg):
-    """aiodbpool with its PostgreSQL driver, defaults except the size (and ``reset``)."""
+    """aiodbpool with its PostgreSQL driver, defaults except the size (and ``reset``); with
+    ``lease=False``, lending bare connections, which shows what the lease per lend costs."""
 
     concurrent = True
 
-    def __init__(self, dsn: str, pool_size: int, reset: str = "transaction") -> None:
+    def __init__(
+        self, dsn: str, pool_size: int, reset: ResetMode = "transaction", lease: bool = True
+    ) -> None:
         self.name = "aiodbpool" if reset == "transaction" else f'aiodbpool reset="{reset}"'
-        self._pool: Pool[asyncpg.Connection] = create_pool(
-            dsn, min_size=pool_size, max_size=pool_size, reset=reset
-        )
+        if lease:
+            self._pool: Pool[asyncpg.Connection] = create_pool(
+                dsn, min_size=pool_size, max_size=pool_size, reset=reset
+            )
+        else:
+            self.name += ", no lease"
+            driver = _UnleasedPostgresDriver(dsn, reset=reset)
+            self._pool = Pool(driver, min_size=pool_size, max_size=pool_size, close_driver=True)
 
     async def open(self) -> None:
         await self._pool.open()
@@ -232,6 +247,7 @@ def contenders(dsn: str, pool_size: int) -> list[Contender]:
     """Every contender, in the order the report lists them."""
     return [
         Aiodbpool(dsn, pool_size),
+        Aiodbpool(dsn, pool_size, lease=False),
         Aiodbpool(dsn, pool_size, reset="full"),
         AsyncpgPool(dsn, pool_size),
         AsyncpgPool(dsn, pool_size, reset=False),

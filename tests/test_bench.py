@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "W1": {
         "aiodbpool",
+        "aiodbpool, no lease",
         'aiodbpool reset="full"',
         "asyncpg.Pool",
         "asyncpg.Pool, no reset",
