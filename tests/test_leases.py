@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 import asyncpg
@@ -42,6 +42,7 @@ from aiodbpool import (
     SupportsLease,
     SupportsTransaction,
     SupportsTransactionStatus,
+    guarded_statement,
     raw_connection,
 )
 from aiodbpool.drivers.fake import FakeConnection, FakeDriver
@@ -750,3 +751,80 @@ def test_no_name_of_the_lease_itself_hides_one_of_the_connection(
     assert not own & set(dir(connection_class))
     instance_fields = {"_connection", "_running", "_driver", "_closed", "_id", "_protocol"}
     assert not own & instance_fields
+
+
+# ------------------------------------------------------------------ the hooks of a driver's lease
+
+
+class _UndoingLease(Lease[FakeConnection]):
+    """A third-party lease that has something to undo at each release, some of it awaited."""
+
+    __slots__ = ()
+
+    execute = guarded_statement("execute")
+    undone: ClassVar[list[str]] = []
+    fail_undo: ClassVar[bool] = False
+
+    def remember(self, what: str) -> None:
+        async def undo_later(conn: FakeConnection) -> None:
+            if self.fail_undo:
+                raise RuntimeError("undo failed")
+            self.undone.append(f"{what} (awaited)")
+
+        self._undo_at_release(lambda conn: self.undone.append(what))
+        self._undo_at_release(undo_later)
+        self._undo_at_release(undo_later)
+
+
+class _UndoingDriver(FakeDriver):
+    lease_class = _UndoingLease
+
+
+async def test_a_lease_undoes_what_was_left_after_its_statements_ended() -> None:
+    _UndoingLease.undone.clear()
+    _UndoingLease.fail_undo = False
+    driver = _UndoingDriver(query_latency=0.05)
+    async with Pool(driver, max_size=1) as pool:
+        conn = await pool.acquire()
+        conn.remember("listener")  # type: ignore[attr-defined]
+        running = asyncio.create_task(conn.execute("SELECT 1"))
+        await asyncio.sleep(0.01)
+        await pool.release(conn)  # waits for the statement, then undoes what was left
+        assert running.done()
+        # Newest first: the plain undo runs as it is called, the awaited ones after it.
+        assert _UndoingLease.undone == ["listener", "listener (awaited)", "listener (awaited)"]
+        assert pool.stats().discarded == 0
+
+
+async def test_a_failed_undo_discards_the_connection_and_awaits_nothing_more() -> None:
+    _UndoingLease.undone.clear()
+    _UndoingLease.fail_undo = True
+    try:
+        async with Pool(_UndoingDriver(), max_size=1) as pool:
+            conn = await pool.acquire()
+            conn.remember("listener")  # type: ignore[attr-defined]
+            await pool.release(conn)
+            assert pool.stats().discarded == 1  # never lent with the undo half done
+    finally:
+        _UndoingLease.fail_undo = False
+
+
+async def test_an_ended_lease_answers_probes_for_special_names_as_usual(
+    fake_pool: Pool[FakeConnection],
+) -> None:
+    async with fake_pool.acquire() as conn:
+        pass
+    assert getattr(conn, "__no_such_name__", "absent") == "absent"
+    half_made = Lease.__new__(Lease)
+    with pytest.raises(AttributeError):
+        _ = half_made.execute
+
+
+async def test_a_sqlite_lease_sets_the_row_factory_while_it_lasts(tmp_path: Path) -> None:
+    async with Pool(SQLiteDriver(tmp_path / "r.db"), close_driver=True) as pool:
+        async with pool.acquire() as conn:
+            conn.row_factory = aiosqlite.Row
+            rows = list(await conn.execute_fetchall("SELECT 1 AS one"))
+            assert rows[0]["one"] == 1
+        with pytest.raises(ConnectionReleased):
+            conn.row_factory = None
