@@ -1212,10 +1212,14 @@ class Pool(Generic[C]):
         return delay
 
     def _evict_idle(self, now: float) -> None:
-        """Close idle connections past their lifetime, and those idle too long above min_size."""
+        """Drop idle connections the driver knows are closed (after a server restart they would
+        count toward the size until someone acquired them), close those past their lifetime, and
+        those idle too long above min_size. No round trip: ``is_closed`` is local."""
         keep: deque[_Record[C]] = deque()
         for record in self._idle:
-            if now >= record.retire_at:
+            if self._known_closed(record.conn):
+                self._discard(record, "discarded")
+            elif now >= record.retire_at:
                 self._discard(record, "evicted_lifetime")
             else:
                 keep.append(record)

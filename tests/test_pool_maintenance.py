@@ -172,6 +172,23 @@ async def test_lost_connections_are_refilled_up_to_min_size() -> None:
         await driver.close(second)
 
 
+async def test_idle_connections_known_closed_are_dropped_without_an_acquire() -> None:
+    """After a server restart, dead idle connections must not keep counting toward the size
+    until someone happens to acquire them: the maintenance round drops them and refills."""
+    driver, clock = FakeDriver(), CountingClock()
+    async with _pool(driver, clock, min_size=2, max_size=3) as pool:
+        first, second = driver.connections
+        driver.break_connection(first, detected=True)
+        driver.break_connection(second, detected=False)  # silent: only a round trip would tell
+        await wait_until(lambda: first.closed)
+        await maintenance_rounds(clock)
+        stats = pool.stats()
+        assert (stats.discarded, stats.idle, stats.size) == (1, 2, 2)
+        assert not second.closed  # is_closed only: no ping, so the silent one stays for now
+        assert second.pings == 0
+        check_books(pool)
+
+
 async def test_failed_refills_back_off_exponentially_then_heal() -> None:
     driver, clock = FakeDriver(), CountingClock()
     driver.fail_connects()
