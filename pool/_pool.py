@@ -319,6 +319,7 @@ class Pool(Generic[C]):
         self._drained: asyncio.Event | None = None  # set when a closing pool holds nothing
         self._closed_event: asyncio.Event | None = None  # set when close() has finished
         self._close_requested = False  # close() was called: a failing open() must not undo it
+        self._opened: asyncio.Future[None] | None = None  # done when the last open() finished
         self._loop: asyncio.AbstractEventLoop | None = None
         # The thread running that loop. Comparing thread ids is what the fast paths can afford
         # (asyncio.get_running_loop() costs several times more): a pool used from another
@@ -348,9 +349,11 @@ class Pool(Generic[C]):
         With ``wait=True`` (the default) this returns once ``min_size`` connections are open, and
         raises ``PoolConnectError`` if they cannot be opened, leaving the pool unopened so
         that ``open()`` may be tried again. With ``wait=False`` it returns at once and the
-        connections are opened in the background. Opening an open pool does nothing.
+        connections are opened in the background. Opening an open pool does nothing; an
+        ``open()`` called while another one is still opening waits for it, and shares its outcome.
         """
         if self._state is _State.OPEN:
+            await self._opened_by_another(wait)
             return
         if self._state is not _State.NEW:
             raise PoolClosed(
@@ -364,14 +367,38 @@ class Pool(Generic[C]):
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._closed_event = asyncio.Event()
+        opened = self._opened = self._loop.create_future()
         if wait and self._settings.min_size:
-            await self._fill_at_open(self._settings.min_size)
+            try:
+                await self._fill_at_open(self._settings.min_size)
+            except BaseException as error:
+                if isinstance(error, Exception):
+                    opened.set_exception(error)
+                    opened.exception()  # nobody else may be waiting: not an unretrieved error
+                else:
+                    opened.cancel()  # a concurrent open() tries again on its own
+                raise
+        opened.set_result(None)
         # Started after the first connections exist, so it does not open them a second time.
         self._maintenance_task = self._loop.create_task(
             run_maintenance(weakref.ref(self), self._wakeup, self._maintenance_interval),
             name=f"aiodbpool[{self._name}] maintenance",
         )
         logger.debug("pool %r opened", self._name)
+
+    async def _opened_by_another(self, wait: bool) -> None:
+        """Wait for an ``open()`` still filling the pool, and share its outcome: its error if it
+        failed, or a try of our own if it was cancelled."""
+        opened = self._opened
+        if opened is None or opened.done():
+            return
+        try:
+            # cancel: only this caller's wait ends; the other open() goes on (shielded)
+            await asyncio.shield(opened)
+        except asyncio.CancelledError:
+            if not opened.cancelled() or _being_cancelled():
+                raise
+            await self.open(wait)  # the other open() was cancelled, not this one
 
     async def _fill_at_open(self, count: int) -> None:
         """Open ``count`` connections at once; on any failure, close them all and re-raise."""

@@ -620,3 +620,45 @@ async def test_a_failing_aclose_is_logged_and_the_pool_still_closes(
     assert pool.closed
     assert driver.live_at_aclose == [0]
     assert "closing the driver's resources failed: RuntimeError: could not release" in caplog.text
+
+
+async def test_a_second_open_waits_for_the_first_one() -> None:
+    """asyncpg's test_pool_init_race: an open() during another must not return before min_size
+    connections exist."""
+    driver = FakeDriver(connect_latency=0.05)
+    pool = Pool(driver, min_size=2)
+    first = asyncio.create_task(pool.open())
+    await asyncio.sleep(0)  # the first open() is connecting now
+    await pool.open()
+    assert pool.stats().idle == 2
+    await first
+    await pool.close()
+
+
+async def test_a_second_open_shares_the_first_ones_failure() -> None:
+    driver = FakeDriver(connect_latency=0.05)
+    driver.fail_next_connects(1)
+    pool = Pool(driver, min_size=2)
+    first = asyncio.create_task(pool.open())
+    await asyncio.sleep(0)
+    with pytest.raises(PoolConnectError):
+        await pool.open()
+    with pytest.raises(PoolConnectError):
+        await first
+    await pool.open()  # the pool was left unopened: a new open() tries again
+    assert pool.stats().idle == 2
+    await pool.close()
+
+
+async def test_a_second_open_tries_itself_when_the_first_is_cancelled() -> None:
+    driver = FakeDriver(connect_latency=0.05)
+    pool = Pool(driver, min_size=2)
+    first = asyncio.create_task(pool.open())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(pool.open())
+    await asyncio.sleep(0.01)
+    first.cancel()
+    await second
+    assert pool.stats().idle == 2
+    assert first.cancelled()
+    await pool.close()
