@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
@@ -158,7 +158,7 @@ class _PostgresLease(Lease[asyncpg.Connection], _ConnectionProxy):
         self._live().add_query_logger(callback)
         self._undo_at_release(lambda conn: conn.remove_query_logger(callback))
 
-    def query_logger(self, callback: _Callback) -> AbstractAsyncContextManager[None] | Any:
+    def query_logger(self, callback: _Callback) -> AbstractContextManager[None]:
         """``asyncpg.Connection.query_logger``; the logger goes at the release at the latest."""
         conn = self._live()
         self._undo_at_release(lambda conn: conn.remove_query_logger(callback))

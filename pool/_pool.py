@@ -971,10 +971,7 @@ class Pool(Generic[C]):
         """Whether ``close()`` terminated ``conn`` while it was lent: its release is too late,
         and harmless."""
         if isinstance(conn, Lease):
-            if conn._lender is not self or conn._ending != "closed":
-                return False
-            conn._ending = "released after close"  # a second release is refused
-            return True
+            return conn._lender is self and conn._given_back_after_close()
         return self._abandoned.pop(id(conn), None) is not None
 
     def _refused_handle(self, conn: object, action: str) -> ValueError:

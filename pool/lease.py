@@ -47,11 +47,6 @@ Ending = Literal["released", "detached", "closed", "released after close"]
 """How a lease ended: given back with ``release``, taken out with ``detach``, or ended by
 ``close()`` terminating the connection while it was still lent (and then given back)."""
 
-_OWN: Final = frozenset(
-    {"_leased", "_lender", "_ending", "_statements", "_all_done", "_undo_actions"}
-)
-"""The lease's own slots (``Lease.__slots__``); every other attribute is the connection's."""
-
 
 class Lease(Generic[C]):
     """A connection as one borrower holds it: good from ``acquire`` until ``release``.
@@ -210,6 +205,14 @@ class Lease(Generic[C]):
         if cleanup is not None:
             await cleanup
 
+    def _given_back_after_close(self) -> bool:
+        """A release of a lease that ``close()`` ended: accepted once (the connection is gone
+        already), so True the first time and False after."""
+        if self._ending != "closed":
+            return False
+        self._ending = "released after close"
+        return True
+
     def _refusal(self) -> ConnectionReleased:
         """The error for a use after the end, counted in the pool's ``stale_uses``."""
         pool = self._lender
@@ -224,6 +227,10 @@ class Lease(Generic[C]):
                 "(a cursor, transaction or statement made through it ends with it too)"
             )
         return self.released_error(f"cannot use this connection: {why}", pool_name=pool.name)
+
+
+_OWN: Final = frozenset(Lease.__slots__)
+"""The lease's own slots; every other attribute is the connection's (see ``Lease.__getattr__``)."""
 
 
 async def _await_in_order(waits: list[Awaitable[None]]) -> None:
