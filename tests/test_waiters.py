@@ -143,3 +143,51 @@ async def test_fail_all_wakes_every_waiter_with_its_own_error() -> None:
     assert cancelled.cancelled()
     assert len(waiters) == 0
     assert give_back.grants == []
+
+
+class _ComparedFuture(asyncio.Future[str]):
+    """A future that counts how often it is compared: a search through the queue compares
+    futures one by one, a hash lookup does not."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        _ComparedFuture.comparisons += 1
+        return self is other
+
+    __hash__ = asyncio.Future.__hash__
+
+
+@pytest.mark.parametrize("order", ["newest first", "oldest first"])
+async def test_leaving_the_queue_does_not_search_it(
+    order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "create_future", lambda: _ComparedFuture(loop=loop))
+    monkeypatch.setattr(_ComparedFuture, "comparisons", 0)
+    waiters: Waiters[str] = Waiters()
+    count = 2_000
+    tasks = [asyncio.create_task(waiters.wait(_Returned())) for _ in range(count)]
+    await wait_until(_length_is(waiters, count))
+
+    for task in reversed(tasks) if order == "newest first" else tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert len(waiters) == 0
+    # A search per leave would compare about count**2 / 2 = 2,000,000 times.
+    assert _ComparedFuture.comparisons <= count
+
+
+async def test_fail_oldest_skips_waiters_that_gave_up() -> None:
+    waiters: Waiters[str] = Waiters()
+    first, second = await _queue(waiters, _Returned(), 2)
+    first.cancel()
+
+    assert waiters.fail_oldest(LookupError("no connection"))
+
+    with pytest.raises(LookupError):
+        await second
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert waiters.fail_oldest(LookupError("nobody")) is False
