@@ -50,7 +50,7 @@ import warnings
 import weakref
 from _thread import get_ident
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -321,11 +321,15 @@ class Pool(Generic[C]):
         self._close_requested = False  # close() was called: a failing open() must not undo it
         self._opened: asyncio.Future[None] | None = None  # done when the last open() finished
         self._loop: asyncio.AbstractEventLoop | None = None
-        # The thread running that loop. Comparing thread ids is what the fast paths can afford
-        # (asyncio.get_running_loop() costs several times more): a pool used from another
-        # loop's thread is sent to the slow path, which checks the loop itself. In a forked
-        # child it is cleared (_after_fork_in_child), since the child's thread id is the same.
+        # The thread running that loop, and its is_running(). The fast paths check both, which
+        # costs far less than asyncio.get_running_loop(): a thread runs one loop at a time, so
+        # if the pool's loop is running and this is its thread, the running loop is the pool's.
+        # (Two loops in one thread, one after the other -- asyncio.run() twice, a test
+        # framework's loop per test -- fail the second check.) Either failing sends the call to
+        # the slow path, which checks the loop itself and explains. In a forked child the
+        # thread is cleared (_after_fork_in_child), since the child's thread id is the same.
         self._thread: int | None = None
+        self._loop_running: Callable[[], bool] = _never
         self._pid = os.getpid()  # the process that opened the pool (set again by open())
         _POOLS.add(self)
 
@@ -353,6 +357,7 @@ class Pool(Generic[C]):
         ``open()`` called while another one is still opening waits for it, and shares its outcome.
         """
         if self._state is _State.OPEN:
+            self._check_loop()
             await self._opened_by_another(wait)
             return
         if self._state is not _State.NEW:
@@ -362,6 +367,7 @@ class Pool(Generic[C]):
             )
         self._loop = asyncio.get_running_loop()
         self._thread = get_ident()
+        self._loop_running = self._loop.is_running
         self._pid = os.getpid()
         self._state = _State.OPEN
         self._wakeup = asyncio.Event()
@@ -449,6 +455,8 @@ class Pool(Generic[C]):
         if self._state is _State.NEW:
             self._state = _State.CLOSED
             return
+        if self._state is not _State.CLOSED and self._pid == os.getpid():
+            self._check_loop("close")
         self._close_requested = True
         if self._state is not _State.OPEN:
             if self._closed_event is not None:
@@ -494,6 +502,8 @@ class Pool(Generic[C]):
             raise PoolClosed(
                 f"cannot resize pool {self._name!r}: it is closed", pool_name=self._name
             )
+        if self._state is _State.OPEN:
+            self._check_loop()
         settings.min_size, settings.max_size = new_min, new_max
         # Connections already closing count in size() but are on their way out: not excess.
         while self._idle and self._size() - self._closing > new_max:
@@ -510,6 +520,8 @@ class Pool(Generic[C]):
         New connections replace them as needed. Use it after rotating credentials or a failover,
         when existing connections point at the old server or identity.
         """
+        if self._state is _State.OPEN:
+            self._check_loop()
         self._generation += 1
         while self._idle:
             self._discard(self._idle.pop(), "evicted_lifetime")
@@ -525,6 +537,8 @@ class Pool(Generic[C]):
         with a long-lived purpose (a LISTEN loop, a replication stream) that should not count
         against the pool.
         """
+        if self._state is _State.OPEN and id(conn) in self._lent:
+            self._check_loop()
         record = self._lent.pop(id(conn), None)
         if record is None:
             raise self._refused_handle(conn, "detach")
@@ -560,8 +574,9 @@ class Pool(Generic[C]):
         acquire), raises ``ValueError`` and changes nothing. (With a driver that has no leases,
         the pool can tell a stale handle only while its connection is not lent again.)
         """
-        if get_ident() != self._thread and id(conn) in self._lent:
-            self._check_loop()  # (a handle not lent out is refused below, whatever the loop)
+        if (get_ident() != self._thread or not self._loop_running()) and id(conn) in self._lent:
+            # (A handle not lent out is refused below, whatever the loop.)
+            self._refuse_release_from_elsewhere(conn)
         record = self._lent.pop(id(conn), None)
         if record is None:
             if self._terminated_while_lent(conn):
@@ -716,7 +731,8 @@ class Pool(Generic[C]):
                 now - record.released_at >= self._validate_after_idle
                 or now >= record.retire_at
                 or self._is_closed(record.conn)
-                or get_ident() != self._thread  # another loop's thread: the slow path explains
+                or get_ident() != self._thread  # another loop: the slow path explains
+                or not self._loop_running()
             )
         except Exception:  # the driver's is_closed() failed: the slow path discards it
             return None
@@ -880,7 +896,7 @@ class Pool(Generic[C]):
             return  # _connect already freed the slot and counted the error
         self._return_to_pool(task.result(), self._clock())
 
-    def _check_loop(self) -> None:
+    def _check_loop(self, action: str = "use") -> None:
         """Refuse a call from an event loop other than the pool's, or from a forked child: its
         connections, futures and tasks belong to the loop (and process) that opened it."""
         if self._pid != os.getpid():
@@ -889,11 +905,67 @@ class Pool(Generic[C]):
                 "connections belong to the parent (create and open the pool in each worker "
                 "process, e.g. in the app's lifespan)"
             )
-        if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(
-                f"pool {self._name!r} was opened in another event loop; a pool belongs to the "
-                "loop that opened it (create one pool per loop, e.g. per worker thread)"
+        loop = self._loop
+        if loop is None or asyncio._get_running_loop() is loop:
+            return
+        if loop.is_closed():
+            where = (
+                "another event loop, which has ended (asyncio.run() returned, or a test's loop "
+                "was torn down), and its connections ended with it"
             )
+        else:
+            where = "another event loop"
+        if action == "close":
+            advice = "close it in the loop that opened it, before that loop ends"
+        else:
+            advice = (
+                "a pool belongs to the loop that opened it: create one pool per loop, e.g. in "
+                "the app's lifespan, per worker thread, or in a test fixture with the same "
+                "loop scope as the tests"
+            )
+        raise RuntimeError(f"pool {self._name!r} was opened in {where}; {advice}")
+
+    def _refuse_release_from_elsewhere(self, conn: object) -> None:
+        """Refuse a release from another event loop or a forked child, and never pool the
+        connection again: it may have been used from that loop, which leaves it broken.
+
+        The pool's own loop drops it (the books belong to that loop and are changed only
+        there); if that loop has ended, so has the connection, and it is only forgotten.
+        """
+        try:
+            self._check_loop()
+        except RuntimeError:
+            loop = self._loop
+            if self._pid == os.getpid() and loop is not None:
+                if loop.is_closed():
+                    self._forget_released_elsewhere(id(conn))
+                else:
+                    loop.call_soon_threadsafe(self._drop_released_elsewhere, id(conn))
+            raise
+
+    def _drop_released_elsewhere(self, key: int) -> None:
+        """Close a connection released from another loop (run in the pool's loop)."""
+        record = self._end_lend_elsewhere(key)
+        if record is not None:
+            self._drop(record, "discarded", hard=True)
+
+    def _forget_released_elsewhere(self, key: int) -> None:
+        """Unbook a connection released from another loop after the pool's loop ended."""
+        record = self._end_lend_elsewhere(key)
+        if record is not None:
+            del self._in_use[id(record.conn)]
+            self._counters.discarded += 1
+
+    def _end_lend_elsewhere(self, key: int) -> _Record[C] | None:
+        record = self._lent.pop(key, None)
+        if record is None:
+            return None  # given back in the pool's own loop meanwhile, or closed
+        handle, record.handle = record.handle, None
+        if isinstance(handle, Lease):
+            leftover = handle._end("released")
+            if leftover is not None:
+                leftover.close()  # its statements ran in the other loop: nothing to wait for
+        return record
 
     def _check_open(self) -> None:
         if self._state is _State.OPEN:
@@ -1051,6 +1123,7 @@ class Pool(Generic[C]):
         if self._breaker_open():
             logger.info("pool %r: a connect succeeded; circuit breaker closed", self._name)
         self._connect_errors_in_a_row = 0
+        self._last_connect_error = None  # nothing keeps its traceback (and its frames) alive
         self._backoff.succeeded()
         return record
 
@@ -1512,6 +1585,11 @@ def _format_stack(stack: list[tuple[CodeType, int]]) -> str:
         [(code.co_filename, lineno, code.co_name, None) for code, lineno in reversed(stack)]
     )
     return "".join(summary.format())
+
+
+def _never() -> bool:
+    """The loop check of a pool not opened yet: no loop of its own runs."""
+    return False
 
 
 def _cancel(task: asyncio.Task[Any]) -> None:

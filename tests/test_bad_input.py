@@ -267,23 +267,6 @@ async def test_an_idle_connection_is_not_lent_to_another_threads_loop() -> None:
             assert await conn.execute("SELECT 1") == "OK"
 
 
-async def test_a_release_from_another_threads_loop_is_refused_and_can_be_retried() -> None:
-    home = asyncio.get_running_loop()
-    async with Pool(FakeDriver(), max_size=1, clock=FakeClock()) as pool:
-        held = await pool.acquire()
-
-        async def release_there() -> None:
-            await pool.release(held)
-
-        with pytest.raises(RuntimeError, match="opened in another event loop"):
-            await asyncio.to_thread(
-                _run_in_a_thread_of_its_own, lambda: _new_loop_like(home), release_there
-            )
-        assert pool.stats().in_use == 1  # still lent: the home loop gives it back
-        await pool.release(held)
-        check_books(pool)
-
-
 async def test_a_release_to_a_pool_never_opened_is_refused_as_not_acquired_from_it() -> None:
     pool = Pool(FakeDriver(), name="lazy")
     async with Pool(FakeDriver(), name="other") as other:
