@@ -38,7 +38,7 @@ class Backoff:
     database do not all retry at the same instant.
     """
 
-    __slots__ = ("_initial", "_maximum", "_rng", "failures", "not_before")
+    __slots__ = ("_initial", "_maximum", "_rng", "failed_at", "failures", "not_before")
 
     def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
         self._initial = initial
@@ -48,19 +48,29 @@ class Backoff:
         """Consecutive failed attempts."""
         self.not_before = -math.inf
         """The clock reading before which no new attempt should start."""
+        self.failed_at = -math.inf
+        """When the last attempt failed."""
+
+    @property
+    def initial(self) -> float:
+        """The delay after a first failure (``backoff_initial``)."""
+        return self._initial
 
     def failed(self, now: float) -> float:
         """Record a failed attempt at ``now``; return the delay before the next one."""
-        ceiling = min(self._maximum, self._initial * 2.0**self.failures)
+        # (The exponent is capped: 2.0**1024 overflows, and a long outage gets that far.)
+        ceiling = min(self._maximum, self._initial * 2.0 ** min(self.failures, 64))
         delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
         self.failures += 1
         self.not_before = now + delay
+        self.failed_at = now
         return delay
 
     def succeeded(self) -> None:
         """Record a successful attempt: the next failure starts from the initial delay again."""
         self.failures = 0
         self.not_before = -math.inf
+        self.failed_at = -math.inf
 
 
 async def run_maintenance(

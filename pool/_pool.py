@@ -469,6 +469,7 @@ class Pool(Generic[C]):
                 await self._close_driver_resources()
         finally:
             self._state = _State.CLOSED
+            self._last_connect_error = None  # its traceback would keep frames alive
             self._closed_event.set()
         logger.debug("pool %r closed", self._name)
 
@@ -1420,13 +1421,22 @@ class Pool(Generic[C]):
     def _claim_probe(self) -> None:
         """Make the calling acquirer the breaker's probe, or raise ``PoolConnectError``.
 
-        With the breaker open, one connect at a time may try, once the backoff delay has passed.
+        With the breaker open, one connect at a time may try. The backoff spaces out the
+        background's probes, growing up to ``backoff_max`` while the outage lasts; but while
+        acquirers are asking, one of them may probe as soon as ``backoff_initial`` has passed
+        since the last probe failed, so that the pool recovers within about that long after
+        the database is back, however long it was away. Everyone else is refused at once.
         Connects that were under way when it opened do not count: one stuck on a dead server
         until its ``connect_timeout`` must not hold up the probe.
         """
-        if self._probes or self._clock() < self._backoff.not_before:
+        if self._probes or self._clock() < self._next_probe_at():
             raise self._breaker_error()
         self._probes += 1
+
+    def _next_probe_at(self) -> float:
+        """When an acquirer may probe the database next (see ``_claim_probe``)."""
+        backoff = self._backoff
+        return min(backoff.not_before, backoff.failed_at + backoff.initial)
 
     def _breaker_error(self) -> PoolConnectError:
         self._counters.breaker_rejections += 1
@@ -1434,7 +1444,7 @@ class Pool(Generic[C]):
         error = PoolConnectError(
             f"pool {self._name!r} is not opening connections: the last "
             f"{self._connect_errors_in_a_row} connects failed (circuit breaker open, next probe in "
-            f"{max(0.0, self._backoff.not_before - self._clock()):.2f}s)"
+            f"{max(0.0, self._next_probe_at() - self._clock()):.2f}s)"
             + (f": {_describe(cause)}" if cause is not None else ""),
             pool_name=self._name,
         )

@@ -102,6 +102,42 @@ async def test_one_probe_after_the_backoff_and_the_first_success_closes_the_brea
         check_books(pool)
 
 
+@pytest.mark.parametrize("outage", [5.0, 60.0, 600.0])
+async def test_an_acquirer_succeeds_within_a_second_after_the_database_is_back(
+    outage: float,
+) -> None:
+    """However long the outage (the background's backoff grows to ``backoff_max`` meanwhile),
+    acquirers asking every 0.1 s get a connection within 1 s of the database coming back, while
+    during the outage at most one of them tries every ``backoff_initial`` and the rest are
+    refused without a connect."""
+    driver, clock = FakeDriver(), FakeClock()
+    async with _pool(
+        driver, clock, backoff_initial=0.5, backoff_max=30.0, maintenance_interval=3600
+    ) as pool:
+        driver.fail_connects(FakeConnectionError("connection refused by the test"))
+        while clock.now < outage:
+            with pytest.raises(PoolConnectError):
+                await pool.acquire()
+            clock.advance(0.1)
+        assert pool.stats().breaker_open
+        assert driver.connect_attempts <= THRESHOLD + 2 * outage + 1
+
+        driver.heal()
+        back = clock.now
+        refusals: list[PoolConnectError] = []
+        while True:
+            try:
+                async with pool.acquire():
+                    break
+            except PoolConnectError as refused:
+                refusals.append(refused)
+                clock.advance(0.1)
+        assert all("circuit breaker open" in str(refused) for refused in refusals)
+        assert clock.now - back <= 1.0
+        assert not pool.stats().breaker_open
+        check_books(pool)
+
+
 async def test_only_one_probe_runs_at_a_time() -> None:
     driver, clock = FakeDriver(), FakeClock()
     async with _pool(driver, clock, max_size=5, maintenance_interval=3600) as pool:
