@@ -26,6 +26,9 @@ this module does about it:
   use raises ``ConnectionReleased`` and queues nothing on the connection's thread. Cursors made
   through it (``execute``, ``cursor``, ...) refuse too, and so does ``transaction``.
   ``aiodbpool.raw_connection(conn)`` gives the ``aiosqlite.Connection`` itself.
+* **Connects given up on.** A connect that the pool cancels (``connect_timeout``) may still be
+  opening the file in its thread, waiting for a lock: the open stops waiting, and whatever it
+  opened is closed; ``aclose`` waits for such opens, so no file handle outlives the driver.
 * **Cancellation.** Cancelling a task does not stop the statement it was waiting for: that keeps
   running in the connection's thread, and may even open a transaction after the task moved on
   (a ``BEGIN`` that was waiting for the lock). So when a statement's task is cancelled, or a
@@ -42,6 +45,7 @@ import asyncio
 import math
 import os
 import sqlite3
+import threading
 import time
 import uuid
 import weakref
@@ -77,6 +81,9 @@ _OPEN_MODES: Final = ("rwc", "rw", "ro")
 _JOURNAL_RETRY_DELAY: Final = 0.005
 """Seconds between attempts to switch a new file's journal mode while another connection does."""
 
+_LOCK_WAIT_SLICE: Final = 0.05
+"""Longest wait for a lock, in seconds, between two checks that the connect still wants the open."""
+
 _ITER_CHUNK_SIZE: Final = 64
 """Rows fetched per trip to the worker thread when iterating a cursor (aiosqlite's default)."""
 
@@ -95,19 +102,26 @@ class _Settings:
     pragmas: tuple[tuple[str, str], ...]  # (name, value), applied in this order
 
 
-def _open(settings: _Settings) -> sqlite3.Connection:
+def _open(settings: _Settings, abandoned: Callable[[], bool]) -> sqlite3.Connection:
     """Open and configure a sqlite3 connection; runs in the aiosqlite worker thread that uses it.
 
     Done in one trip to the thread rather than one per pragma. ``isolation_level=None`` is what
-    makes the connection autocommit (see the module docstring).
+    makes the connection autocommit (see the module docstring). ``check_same_thread=False`` lets
+    the event loop's thread close a connection whose connect was cancelled just after the open
+    (see ``_Opener``); aiosqlite still runs every statement in the worker thread. ``abandoned``
+    tells whether the connect gave up, so that a wait for a lock can stop early.
     """
     raw = sqlite3.connect(
-        settings.uri, uri=True, timeout=settings.busy_timeout, isolation_level=None
+        settings.uri,
+        uri=True,
+        timeout=settings.busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
     )
     try:
         for name, value in settings.pragmas:
             if name == "journal_mode":
-                _set_journal_mode(raw, value, settings.busy_timeout)
+                _set_journal_mode(raw, value, settings.busy_timeout, abandoned)
             else:
                 raw.execute(f"PRAGMA {name}={value}").close()
     except BaseException:
@@ -116,8 +130,15 @@ def _open(settings: _Settings) -> sqlite3.Connection:
     return raw
 
 
-def _set_journal_mode(raw: sqlite3.Connection, mode: str, busy_timeout: float) -> None:
+def _set_journal_mode(
+    raw: sqlite3.Connection, mode: str, busy_timeout: float, abandoned: Callable[[], bool]
+) -> None:
     """Switch the file's journal mode, waiting up to ``busy_timeout`` for other connections.
+
+    This is where an open waits when another connection, or another process, holds a lock on
+    the file. The wait is cut into slices (``_LOCK_WAIT_SLICE``): SQLite's busy handler cannot
+    be interrupted, and without the slices a connect the pool gave up on (``connect_timeout``)
+    would keep its thread and file handles for the whole ``busy_timeout``.
 
     The switch needs the file to itself, and SQLite answers "database is locked" at once,
     without its busy handler, when another connection is switching too: several connections
@@ -125,32 +146,119 @@ def _set_journal_mode(raw: sqlite3.Connection, mode: str, busy_timeout: float) -
     fail. The mode is stored in the file, so this only happens until one switch has succeeded.
     """
     deadline = time.monotonic() + busy_timeout
-    while True:
-        try:
-            raw.execute(f"PRAGMA journal_mode={mode}").close()
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() >= deadline:
-                raise
-        time.sleep(_JOURNAL_RETRY_DELAY)  # in the connection's own worker thread
+    try:
+        while True:
+            _set_busy_timeout(raw, min(_LOCK_WAIT_SLICE, deadline - time.monotonic()))
+            try:
+                raw.execute(f"PRAGMA journal_mode={mode}").close()
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline or abandoned():
+                    raise
+            time.sleep(_JOURNAL_RETRY_DELAY)  # in the connection's own worker thread
+    finally:
+        _set_busy_timeout(raw, busy_timeout)
+
+
+def _set_busy_timeout(raw: sqlite3.Connection, seconds: float) -> None:
+    """How long ``raw``'s statements wait for a lock before "database is locked"."""
+    raw.execute(f"PRAGMA busy_timeout={max(0, round(seconds * 1000))}").close()
+
+
+class _OpenAbandoned(Exception):
+    """Raised in the worker thread by an open whose connect gave up; nobody receives it."""
 
 
 class _Opener:
-    """The connector given to ``aiosqlite.Connection``: opens the connection and remembers it.
+    """The connector given to ``aiosqlite.Connection``: opens the connection in the worker
+    thread, and hands it over only to a connect that still wants it.
 
-    The driver keeps that handle to interrupt a statement from the event loop's thread
+    The pool's ``connect_timeout`` cancels a connect while its thread may still be opening the
+    file (waiting for a lock, up to ``busy_timeout``). aiosqlite then queues "close and stop"
+    behind the open, but that closes only a connection aiosqlite took, and a cancelled connect
+    took none: what the open returns would stay open, with its file handles, until the garbage
+    collector found it, which a traceback holding the opener can put off forever. So the
+    hand-over is decided under a lock, and whichever side comes second closes the connection:
+    the open (in the worker thread) closes one it finishes after the connect gave up, and
+    ``abandon`` (in the event loop's thread) closes one handed over just before the connect was
+    cancelled.
+
+    The driver keeps the handle to interrupt a statement from the event loop's thread
     (``sqlite3.Connection.interrupt`` is the one call SQLite allows from another thread).
     """
 
-    __slots__ = ("_settings", "raw")
+    __slots__ = ("_abandoned", "_ended", "_lock", "_opening", "_settings", "raw")
 
     def __init__(self, settings: _Settings) -> None:
         self._settings = settings
-        self.raw: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False  # the connect gave up on this open
+        self._opening = False  # the worker thread is opening the file
+        # Resolved once an open the connect gave up on is over (see abandon()).
+        self._ended: asyncio.Future[None] | None = None
+        self.raw: sqlite3.Connection | None = None  # the connection, once handed over
 
     def __call__(self) -> sqlite3.Connection:
-        self.raw = _open(self._settings)
-        return self.raw
+        """Open the connection, in the worker thread, unless the connect gave up first."""
+        if not self._begin():
+            raise _OpenAbandoned("the connect gave up before the open began")
+        try:
+            raw = _open(self._settings, self._given_up)
+            if self._hand_over(raw):
+                return raw
+            raw.close()
+            raise _OpenAbandoned("the connect gave up while the file was being opened")
+        finally:
+            self._finish()
+
+    def abandon(self) -> asyncio.Future[None] | None:
+        """Give up on the open, in the event loop's thread, after the connect failed or was
+        cancelled; does not wait for the worker thread.
+
+        Returns a future resolved when an open under way is over and closed what it opened, or
+        None if no open is under way (an open not begun yet will not open anything).
+        """
+        with self._lock:
+            self._abandoned = True
+            raw, self.raw = self.raw, None
+            if self._opening:
+                self._ended = asyncio.get_running_loop().create_future()
+            ended = self._ended
+        if raw is not None:
+            raw.close()  # the worker thread is done with it: aiosqlite never took it
+        return ended
+
+    def _given_up(self) -> bool:
+        return self._abandoned
+
+    def _begin(self) -> bool:
+        """Whether to open the file (in the worker thread): not for a connect that gave up."""
+        with self._lock:
+            self._opening = not self._abandoned
+            return self._opening
+
+    def _hand_over(self, raw: sqlite3.Connection) -> bool:
+        """Give ``raw`` to the connect, unless it gave up meanwhile (in the worker thread)."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self.raw = raw
+            return True
+
+    def _finish(self) -> None:
+        """Mark the open over (in the worker thread) and tell whoever waits for it."""
+        with self._lock:
+            self._opening = False
+            ended, self._ended = self._ended, None
+        if ended is not None:
+            with suppress(RuntimeError):  # the event loop is closed: nobody waits any more
+                ended.get_loop().call_soon_threadsafe(_resolve, ended)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Mark an abandoned open over, in the event loop's thread."""
+    if not future.done():
+        future.set_result(None)
 
 
 class _SQLiteLease(Lease[aiosqlite.Connection]):
@@ -310,6 +418,9 @@ class SQLiteDriver:
         # The connection that keeps the memory database alive, and the finalizer that closes it
         # when the driver is collected or aclose() is called (opened by the first connect).
         self._keepalive: weakref.finalize[[], SQLiteDriver] | None = None
+        # One future per open still under way in a worker thread after its connect gave up,
+        # resolved when it has closed what it opened; aclose() waits for them.
+        self._opens_given_up: set[asyncio.Future[None]] = set()
         self._closed = False  # aclose() was called
 
     # -- the driver contract --------------------------------------------------------------------
@@ -321,9 +432,13 @@ class SQLiteDriver:
         if self._memory and self._keepalive is None:
             self._keep_memory_database()
         opener = _Opener(self._settings)
-        # Cancellation safety: if cancelled while the thread opens the connection, aiosqlite
-        # stops the thread itself, and the thread closes what it opened.
-        conn = await aiosqlite.Connection(opener, _ITER_CHUNK_SIZE)
+        try:
+            # cancel: aiosqlite stops the thread once the open is over, and drops what it
+            # opened; _give_up_open makes sure that is closed, whenever the open finishes.
+            conn = await aiosqlite.Connection(opener, _ITER_CHUNK_SIZE)
+        except BaseException:
+            self._give_up_open(opener)
+            raise
         assert opener.raw is not None
         self._raw[conn] = opener.raw
         if self._init is not None:
@@ -416,12 +531,22 @@ class SQLiteDriver:
         outside the pool, so that the data survives the pool closing idle connections. It is
         released here, or when the driver is garbage-collected, or at interpreter exit. A pool
         made by ``create_pool`` (or with ``close_driver=True``) calls this when it closes; call
-        it yourself, after closing the pool, for a driver you made. For a file database this
-        only marks the driver closed. Safe to call twice.
+        it yourself, after closing the pool, for a driver you made. It first waits for the opens
+        still under way in their threads after their connect gave up (``connect_timeout``), so no
+        file handle outlives it (such an open gives up waiting for a lock within a fraction of a
+        second). Safe to call twice.
         """
         self._closed = True
-        if self._keepalive is not None:
-            self._keepalive()
+        loop = asyncio.get_running_loop()
+        # Not those of another event loop, now closed: nothing would ever resolve them.
+        given_up = {ended for ended in self._opens_given_up if ended.get_loop() is loop}
+        try:
+            if given_up:
+                # cancel: only stops waiting; each open still closes what it opened.
+                await asyncio.wait(given_up)
+        finally:
+            if self._keepalive is not None:
+                self._keepalive()
 
     @property
     def database(self) -> str:
@@ -453,6 +578,14 @@ class SQLiteDriver:
         """
         keepalive = sqlite3.connect(self._settings.uri, uri=True, check_same_thread=False)
         self._keepalive = weakref.finalize(self, keepalive.close)
+
+    def _give_up_open(self, opener: _Opener) -> None:
+        """Make sure what a failed or cancelled connect's thread opens is closed (``_Opener``),
+        and let ``aclose`` wait for an open still under way."""
+        ended = opener.abandon()
+        if ended is not None:
+            self._opens_given_up.add(ended)
+            ended.add_done_callback(self._opens_given_up.discard)
 
     def _interrupt(self, conn: aiosqlite.Connection) -> None:
         """Abort the statement running in ``conn``'s thread, if any; never blocks or raises.

@@ -5,13 +5,23 @@ directly. These helpers let the statement say so itself: a user function that si
 calls it (:class:`Gate`, which can also hold the thread until released), and a trace callback that
 signals when a statement begins (:class:`StatementStarted`). Both are installed with the driver's
 ``init`` option, as a user would install functions.
+
+Leaks are looked for from outside the driver: the process's file descriptors that point at a
+database (:func:`file_handles`), and its live worker threads (:func:`worker_threads`). A lock that
+another process holds (:class:`LockedByAnotherProcess`) makes a connect wait as long as it would
+in production, where no test can reach into the thread that waits.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
 
 import aiosqlite
 from helpers import wait_until
@@ -20,8 +30,10 @@ __all__ = [
     "NUMBERS",
     "SLOW_COUNT",
     "Gate",
+    "LockedByAnotherProcess",
     "StatementStarted",
     "fetch_value",
+    "file_handles",
     "raw_value",
     "wait_for_worker_threads",
     "worker_threads",
@@ -128,3 +140,87 @@ def raw_value(uri: str, sql: str) -> object:
     finally:
         raw.close()
     return None if row is None else row[0]
+
+
+def file_handles(database: Path) -> list[str]:
+    """What this process's open file descriptors point at, among ``database`` and the files
+    SQLite keeps beside it (``-wal``, ``-shm``, ``-journal``). Linux: read from ``/proc``."""
+    names = {os.fspath(database) + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (e.g. the descriptor listdir itself used)
+        if target in names:
+            found.append(target)
+    return sorted(found)
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+raw = sqlite3.connect(sys.argv[1], isolation_level=None)
+raw.execute("CREATE TABLE IF NOT EXISTS held (x)")
+raw.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+raw.execute("COMMIT")
+raw.close()
+"""
+
+
+class LockedByAnotherProcess:
+    """Another Python process that holds an exclusive lock on the database file at ``path``,
+    from entering the ``with`` block until :meth:`release` (or the block's end).
+
+    The file is left in (or created in) rollback-journal mode, where ``BEGIN EXCLUSIVE`` keeps
+    every other connection from even reading: a connect, which switches the file to WAL, waits
+    for the lock for its ``busy_timeout`` in SQLite's busy handler, where no interrupt reaches it.
+    A lock held by another process, rather than another connection of this one, leaves this
+    process's file handles to the test's count alone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> LockedByAnotherProcess:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_LOCK, os.fspath(self._path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._process = process
+        assert process.stdout is not None
+        said = process.stdout.readline()  # blocks until the lock is held: a moment
+        if said.strip() != "locked":
+            self.release()
+            raise AssertionError(f"the process meant to lock {self._path} said {said!r}")
+        return self
+
+    def release(self) -> None:
+        """Commit and end the other process; waits until it has (a moment)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            assert process.stdin is not None
+            process.stdin.write("\n")
+            process.stdin.close()
+            process.wait(timeout=30)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            assert process.stdout is not None
+            process.stdout.close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
