@@ -164,11 +164,12 @@ class _FailureScript:
 class _Stall:
     """Holds calls of one operation until released, like a server that never answers."""
 
-    __slots__ = ("_events", "active")
+    __slots__ = ("_events", "_remaining", "active")
 
     def __init__(self) -> None:
-        # Whether new calls stall.
+        # Whether new calls stall; for how many more calls (None: until released).
         self.active = False
+        self._remaining: int | None = None
         # One event per call held right now; created inside the running loop, so the stall works
         # whichever loop the call runs in.
         self._events: set[asyncio.Event] = set()
@@ -178,8 +179,18 @@ class _Stall:
         """Calls held right now."""
         return len(self._events)
 
+    def arm(self, n: int | None) -> None:
+        """Stall the next ``n`` calls (None: every call until ``release``)."""
+        if n is not None and n < 1:
+            raise ValueError(f"n must be at least 1 (or None), got {n!r}")
+        self.active = True
+        self._remaining = n
+
     async def wait(self) -> None:
         """Wait until ``release``. Cancelling the caller simply ends the wait."""
+        if self._remaining is not None:
+            self._remaining -= 1
+            self.active = self._remaining > 0
         event = asyncio.Event()
         self._events.add(event)
         try:
@@ -579,7 +590,7 @@ class FakeDriver:
 
     def stall_connects(self) -> None:
         """Make connects never return until ``heal``, like a black-holed server."""
-        self._connect_stall.active = True
+        self._connect_stall.arm(None)
 
     def fail_pings(self, n: int | None = None) -> None:
         """Make the next ``n`` pings raise ``FakeConnectionError`` (None: all until heal)."""
@@ -587,7 +598,7 @@ class FakeDriver:
 
     def stall_pings(self) -> None:
         """Make pings never return until ``heal``."""
-        self._ping_stall.active = True
+        self._ping_stall.arm(None)
 
     def fail_resets(self, n: int | None = None) -> None:
         """Make the next ``n`` resets raise ``FakeDatabaseError`` (None: all until heal).
@@ -596,9 +607,10 @@ class FakeDriver:
         """
         self._reset_failures.set(n, None)
 
-    def stall_resets(self) -> None:
-        """Make resets never return until ``heal``, clean connection or not."""
-        self._reset_stall.active = True
+    def stall_resets(self, n: int | None = None) -> None:
+        """Make the next ``n`` resets (None: all) never return until ``heal``, clean connection
+        or not."""
+        self._reset_stall.arm(n)
 
     def heal(self) -> None:
         """Undo every ``fail_*`` and ``stall_*``; stalled calls then proceed normally.

@@ -36,7 +36,10 @@ this module does about it:
   the driver interrupts the running statement (``sqlite3_interrupt``), and the release queues a
   rollback behind whatever is still queued; the connection is reused only once a statement has
   run on it again, else the pool replaces it. This holds also when the task caught its
-  cancellation and went on before releasing.
+  cancellation and went on before releasing, and when the connection is given back by a task
+  being cancelled (the pool then calls ``interrupt``; see ``aiodbpool.SupportsInterrupt``). The
+  rollback itself runs in the pool's own task, so an anyio cancel scope that cancels its task
+  at every await does not cancel the rollback too.
 """
 
 from __future__ import annotations
@@ -470,18 +473,17 @@ class SQLiteDriver:
     async def reset(self, conn: aiosqlite.Connection) -> None:
         """Make ``conn`` clean for its next user; returns without awaiting when it already is.
 
-        Clean means: no transaction open, not released by a cancelled task, no interrupt whose
-        outcome is unknown. Otherwise the statement a cancelled task left running is interrupted
-        and the transaction rolled back; the rollback is queued behind anything still running,
-        so whatever that opens is undone too. A closed connection is left to ``is_closed``.
+        Clean means: no transaction open, and no interrupt whose outcome is unknown (the pool
+        calls ``interrupt`` first for a connection given back by a cancelled task). Otherwise the
+        transaction is rolled back; the rollback is queued behind anything still running, so
+        whatever that opens is undone too. A closed connection is left to ``is_closed``. The
+        pool runs a reset that waits in a task of its own, so nothing here may depend on the
+        task that released the connection.
         """
         dirty = _in_transaction(conn)
         if dirty is None:
             return  # closed: the pool asks is_closed next and discards it
-        if _being_cancelled():
-            # The task may have been cancelled while a statement of its own ran in the thread.
-            self._interrupt(conn)
-        elif not dirty and not (self._interrupted and conn in self._interrupted):
+        if not dirty and not (self._interrupted and conn in self._interrupted):
             return
         # Cancellation safety: if the reset is cancelled or times out here, the pool discards
         # the connection with terminate(); nothing is half-changed on the event loop's side.
@@ -497,6 +499,16 @@ class SQLiteDriver:
         return "in_transaction" if _in_transaction(conn) else "idle"
 
     # -- optional abilities ---------------------------------------------------------------------
+
+    def interrupt(self, conn: aiosqlite.Connection) -> None:
+        """Stop the statement a cancelled borrower may have left running in ``conn``'s thread.
+
+        The pool calls it when the task giving ``conn`` back is being cancelled: its statement
+        (sent through the raw connection, or one whose cancellation the lease did not see) runs
+        on in the thread otherwise. ``conn`` is then marked, so the ``reset`` that follows rolls
+        back behind it and checks that the connection runs statements again.
+        """
+        self._interrupt(conn)
 
     def terminate(self, conn: aiosqlite.Connection) -> None:
         """Close ``conn`` at once: interrupt its running statement and stop its thread.
@@ -664,12 +676,6 @@ def _in_transaction(conn: aiosqlite.Connection) -> bool | None:
         return conn.in_transaction
     except (ValueError, sqlite3.ProgrammingError):
         return None
-
-
-def _being_cancelled() -> bool:
-    """Whether the current task is being cancelled (it may have left a statement running)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 _FLAGS: Final = {"1": True, "true": True, "on": True, "yes": True}

@@ -14,6 +14,7 @@ from ._pool import Pool
 from .driver import (
     Driver,
     SupportsAclose,
+    SupportsInterrupt,
     SupportsLease,
     SupportsTerminate,
     SupportsTransaction,
@@ -46,6 +47,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "SupportsAclose",
+    "SupportsInterrupt",
     "SupportsLease",
     "SupportsTerminate",
     "SupportsTransaction",

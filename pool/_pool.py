@@ -60,7 +60,7 @@ from ._calls import begin, call_with_timeout
 from ._clock import Clock, monotonic
 from ._maintenance import Backoff, run_maintenance
 from ._waiters import Waiters
-from .driver import Driver, SupportsAclose, SupportsTransactionStatus
+from .driver import Driver, SupportsAclose, SupportsInterrupt, SupportsTransactionStatus
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
 from .histogram import _Recorder
 from .lease import Lease
@@ -274,6 +274,7 @@ class Pool(Generic[C]):
         self._rng = random.Random()
         # Looked up once: optional driver abilities (see aiodbpool.SupportsTerminate).
         self._terminate = getattr(driver, "terminate", None)
+        self._interrupt = driver.interrupt if isinstance(driver, SupportsInterrupt) else None
         self._is_closed = driver.is_closed
         self._lease_class = _lease_class_of(driver)
         self._transaction_status = (
@@ -594,24 +595,48 @@ class Pool(Generic[C]):
         self._use_time.record(now - record.acquired_at)
         unfinished: Awaitable[None] | None
         try:
+            if self._interrupt is not None and _being_cancelled():
+                # The borrower was cancelled, maybe while a statement of its own still runs.
+                self._interrupt(raw)
             if leftover is None:
                 unfinished = begin(self._driver.reset(raw))
             else:
                 unfinished = self._settle_then_reset(leftover, raw)
-            if unfinished is not None:
-                # The connection was dirty and the reset is waiting on the server: only now is
-                # a timer worth arming. Cancellation safety: if the releasing task is cancelled
-                # here, the connection's state is unknown and it is discarded below.
-                async with asyncio.timeout(self._reset_timeout):
-                    await unfinished
-                now = self._clock()  # the reset took time: the connection is idle from now
         except BaseException as error:
             self._reset_failed(record, error)
             if not isinstance(error, Exception):
                 raise
             return
-        if self._in_use.get(id(raw)) is not record:
-            self._abandoned.pop(id(raw), None)  # close() terminated it while the reset ran
+        if unfinished is None:
+            self._reset_done(record, now)
+            return
+        # The connection was dirty and the reset waits on the server. It goes on in a task of
+        # the pool's own, so that it completes (within reset_timeout) even when the releasing
+        # task is cancelled -- which under anyio, as in FastAPI and Starlette, means every await
+        # left in a cancelled scope: awaited directly, the rollback would be cancelled too, and
+        # every cancelled borrower's connection thrown away.
+        finishing = self._spawn(self._finish_reset(record, unfinished), "reset")
+        # cancel: the releasing task stops waiting; the reset goes on and returns the connection
+        await asyncio.shield(finishing)
+
+    async def _finish_reset(self, record: _Record[C], unfinished: Awaitable[None]) -> None:
+        """Await the rest of a reset within ``reset_timeout``, then pool the connection or, if
+        the reset failed, discard it. Never raises: it runs as a task nobody else awaits."""
+        try:
+            # cancel: only close() cancels this task; the connection is discarded
+            async with asyncio.timeout(self._reset_timeout):
+                await unfinished
+        except BaseException as error:
+            self._reset_failed(record, error)
+            if not isinstance(error, (Exception, asyncio.CancelledError)):
+                raise
+            return
+        self._reset_done(record, self._clock())  # idle from now: the reset took time
+
+    def _reset_done(self, record: _Record[C], now: float) -> None:
+        """A returned connection is clean: pool it, unless close() already terminated it."""
+        if self._in_use.get(id(record.conn)) is not record:
+            self._abandoned.pop(id(record.conn), None)  # close() terminated it meanwhile
             return
         self._return_to_pool(record, now)
 

@@ -4,7 +4,7 @@ A driver is any object with the five methods of ``Driver``; no base class is nee
 only ever talks to a database through these methods, which is what keeps ``aiodbpool`` itself free
 of any database dependency.
 
-Five abilities are optional, each its own small protocol so the required contract stays small:
+Six abilities are optional, each its own small protocol so the required contract stays small:
 
 * ``SupportsTerminate``: a synchronous hard close, used when a polite ``close`` timed out or a
   connection is in an unknown state (a ``reset`` that failed or was interrupted).
@@ -19,6 +19,8 @@ Five abilities are optional, each its own small protocol so the required contrac
 * ``SupportsTransactionStatus``: says, without a round trip, whether a connection is idle or
   inside a transaction; the pool refuses a new connection that ``connect`` (an ``init``
   callback) left inside one.
+* ``SupportsInterrupt``: stops a statement that a cancelled borrower may have left running
+  (SQLite's statements run on in their thread after the task that sent them was cancelled).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .lease import Lease
 __all__ = [
     "Driver",
     "SupportsAclose",
+    "SupportsInterrupt",
     "SupportsLease",
     "SupportsTerminate",
     "SupportsTransaction",
@@ -68,7 +71,10 @@ class Driver(Protocol[C]):
 
         Called on every release, so it should return *without awaiting anything* when the
         connection is already clean: the pool then skips the cost of arming a timeout. Raise to
-        have the connection discarded instead of reused.
+        have the connection discarded instead of reused. A reset that waits runs on in a task of
+        the pool's own, shielded from the releasing task's cancellation and bounded by
+        ``reset_timeout``: so it must not decide anything from ``asyncio.current_task()``
+        (what a cancelled borrower left running is ``SupportsInterrupt``'s business).
         """
         ...
 
@@ -102,6 +108,23 @@ class SupportsAclose(Protocol):
 
     async def aclose(self) -> None:
         """Release them; the driver opens no connection afterwards. Safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class SupportsInterrupt(Protocol[C_contra]):
+    """A driver whose statements go on running after the task that sent them was cancelled.
+
+    asyncpg cancels a statement on the server itself when its task is cancelled; an SQLite
+    statement runs on in the connection's thread. The pool cannot see that: it only knows that
+    the task giving the connection back is being cancelled (``asyncio`` or anyio cancellation,
+    e.g. a request whose client went away). It then calls ``interrupt``, before ``reset``.
+    """
+
+    def interrupt(self, conn: C_contra) -> None:
+        """Stop whatever ``conn`` may still be running for its cancelled borrower, so that the
+        ``reset`` that follows can wait for it and leave the connection clean (or raise). Never
+        blocks, never raises; does nothing when nothing runs."""
         ...
 
 

@@ -79,8 +79,6 @@ DRIVER_TIMEOUT = 1e4
 call ends only when the test heals the driver or cancels the call."""
 SLOW_RESET = 0.002
 """Reset latency of a release that suspends and is waited for."""
-STUCK_RESET = 3600.0
-"""Reset latency of a release left in flight until the test cancels it."""
 CLOSE_AFTER = 10
 """Steps before close() may be chosen: closing ends the interesting part of a run."""
 SETTLE_MIN = 10
@@ -161,6 +159,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.acquirers: list[_Acquirer] = []
         self.started = 0  # acquires started, numbering them
         self.releases: list[_Release] = []
+        # connections whose release was cancelled while their reset goes on in the pool
+        self.resetting: list[FakeConnection] = []
         self.detached: list[FakeConnection] = []
         # Leases the test released or detached while the pool was open: stale for good, even
         # once their connection is lent again. (Leases close() ended are not among them: a
@@ -284,6 +284,8 @@ class PoolMachine(RuleBasedStateMachine):
             for acquirer in served:
                 overtaken = [other for other in queued if other.seq < acquirer.seq]
                 assert not overtaken, f"a younger acquirer was served first: {stats}"
+        if not self.driver._reset_stall.held:
+            self.resetting.clear()  # their resets finished: the connections are the pool's
         in_flight: list[_Release] = []
         for release in self.releases:
             if not release.task.done():
@@ -502,7 +504,10 @@ class PoolMachine(RuleBasedStateMachine):
             if mode == "instant":
                 await self.pool.release(conn)
             else:
-                self.driver.reset_latency = SLOW_RESET if mode == "slow" else STUCK_RESET
+                if mode == "slow":
+                    self.driver.reset_latency = SLOW_RESET
+                else:
+                    self.driver.stall_resets(1)  # until the test lets the resets finish
                 task = asyncio.ensure_future(self.pool.release(conn))
                 await asyncio.sleep(0)  # the release starts, and sleeps in its reset
                 self.driver.reset_latency = 0.0
@@ -517,11 +522,29 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.releases)
     @rule(pick=PICK)
     def cancel_a_release(self, pick: int) -> None:
-        """A release cancelled in its reset: the connection is in an unknown state, so it goes."""
+        """A release cancelled in its reset: the releasing task ends, the reset goes on in the
+        pool's own task (as under anyio, whose cancelled scope would cancel it at every await)."""
         release = self.releases[pick % len(self.releases)]
         release.cancelled_by_test = release.task.cancel()
         self.step()
-        assert release.conn.closed
+        assert release.task.cancelled()
+        assert not release.conn.closed or self.closed  # (a released lease still says)
+        if not self.closed:
+            self.resetting.append(release.conn)
+
+    @precondition(lambda self: self.resetting or self.releases)
+    @rule()
+    def stuck_resets_finish(self) -> None:
+        """The resets under way complete: their connections rejoin the pool (or, once it is
+        closing, are closed)."""
+        self.driver._reset_stall.release()
+
+        async def go() -> None:
+            await self.settle()
+            assert not self.releases, "a release still runs after its reset finished"
+            self.resetting.clear()
+
+        self.run(go())
 
     @precondition(lambda self: self.is_open() and (self.releases or self.detached))
     @rule(pick=PICK)
@@ -725,7 +748,7 @@ class PoolMachine(RuleBasedStateMachine):
         only the connections the test holds are followed while a validation is under way.
         """
         assert self.pool is not None
-        lent = self.held + [release.conn for release in self.releases]
+        lent = self.held + [release.conn for release in self.releases] + self.resetting
         validating = self.pool.stats().in_use > len(lent)
         self.expired.update(conn.id for conn in (lent if validating else self.driver.connections))
         self.step(self.pool.expire)
@@ -808,9 +831,8 @@ class PoolMachine(RuleBasedStateMachine):
             else:
                 self.pings_stalled = False
                 self.driver.heal()
-                for release in self.releases:  # a reset stuck for an hour would hold close
-                    release.cancelled_by_test = release.task.cancel()
-                await self.settle()
+                await self.settle()  # healed: the stuck resets finish
+                self.resetting.clear()
                 while self.held:
                     conn = _pick(self.held, pick)
                     if dirty:
@@ -831,6 +853,8 @@ class PoolMachine(RuleBasedStateMachine):
         assert pool.stats().size == 0, pool.stats()
         assert all(conn.closed for conn in self.held)
         assert all(release.conn.closed for release in self.releases)
+        assert all(conn.closed for conn in self.resetting)
+        self.resetting.clear()
         assert self.driver.live == len(self.detached), self.driver
 
     @precondition(lambda self: self.closed)
@@ -874,7 +898,14 @@ class PoolMachine(RuleBasedStateMachine):
             self.shrunk = False
             self.opening_beyond = 0
         assert self.shrunk or stats.size <= stats.max_size, stats
-        if not (self.closed or self.held or self.releases or self.acquirers or stats.opening):
+        if not (
+            self.closed
+            or self.held
+            or self.releases
+            or self.resetting
+            or self.acquirers
+            or stats.opening
+        ):
             assert stats.size <= stats.max_size, stats  # the excess retired on its return
         if stats.size > stats.max_size:
             assert stats.opening <= self.opening_beyond, stats
@@ -885,7 +916,7 @@ class PoolMachine(RuleBasedStateMachine):
         if self.pool is None:
             return
         stats = self.pool.stats()
-        lent = self.held + [release.conn for release in self.releases]
+        lent = self.held + [release.conn for release in self.releases] + self.resetting
         # No connection is held twice (two live leases), or both held and detached.
         assert len({conn.id for conn in lent + self.detached}) == len(lent) + len(self.detached)
         # Besides what the test holds, the pool lends only connections being validated by an
@@ -897,7 +928,12 @@ class PoolMachine(RuleBasedStateMachine):
         else:
             assert validating >= 0, (stats, lent)
             assert self.pings_stalled or validating == 0, (stats, lent)
-            assert stats.opening + validating == self.driver.stalled, (stats, self.driver)
+            stalled_resets = self.driver._reset_stall.held  # the releases under way
+            assert stalled_resets <= len(self.releases) + len(self.resetting)
+            assert stats.opening + validating + stalled_resets == self.driver.stalled, (
+                stats,
+                self.driver,
+            )
             assert all(not conn.closed for conn in lent)
         # Acquires still running wait in line, for a stalled connect, or for a stalled ping.
         assert stats.waiting <= len(self.acquirers) <= stats.waiting + self.driver.stalled, stats

@@ -190,11 +190,14 @@ async def test_reset_timeout_bounds_a_stalled_reset_and_discards_the_connection(
         check_books(pool)
 
 
-async def test_releasing_task_cancelled_during_the_reset_discards_the_connection() -> None:
-    driver = FakeDriver(reset_latency=60)
+async def test_releasing_task_cancelled_during_the_reset_leaves_the_reset_to_finish() -> None:
+    """The reset goes on in the pool's own task: the connection is rolled back and pooled, not
+    thrown away because its borrower was cancelled."""
+    driver = FakeDriver(reset_latency=0.05)
     async with Pool(driver, max_size=1, clock=FakeClock()) as pool:
         conn = await pool.acquire()
         await conn.execute("BEGIN")
+        raw = raw_connection(conn)
         releasing = asyncio.create_task(pool.release(conn))
         await asyncio.sleep(0)  # the release has started, and waits for the rollback
 
@@ -202,8 +205,29 @@ async def test_releasing_task_cancelled_during_the_reset_discards_the_connection
         with pytest.raises(asyncio.CancelledError):
             await releasing
 
-        assert conn.closed
-        assert (pool.stats().size, pool.stats().discarded) == (0, 1)
+        await wait_until(lambda: pool.stats().idle == 1)
+        assert not raw.closed
+        assert not raw.in_transaction
+        assert (pool.stats().size, pool.stats().discarded) == (1, 0)
+        check_books(pool)
+
+
+async def test_a_reset_left_to_finish_is_still_bounded_by_reset_timeout() -> None:
+    driver = FakeDriver(reset_latency=60)
+    async with Pool(driver, max_size=1, reset_timeout=0.05, clock=FakeClock()) as pool:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        raw = raw_connection(conn)
+        releasing = asyncio.create_task(pool.release(conn))
+        await asyncio.sleep(0)
+
+        releasing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await releasing
+
+        await wait_until(lambda: pool.stats().discarded == 1)
+        assert raw.closed  # terminated: its state is unknown
+        assert pool.stats().size == 0
         check_books(pool)
 
 
@@ -399,4 +423,38 @@ async def test_detach_of_a_connection_being_released_raises() -> None:
             pool.detach(conn)
 
         await releasing
+        check_books(pool)
+
+
+class _InterruptingDriver(FakeDriver):
+    """A fake whose statements, like SQLite's, would run on after their task was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted: list[FakeConnection] = []
+
+    def interrupt(self, conn: FakeConnection) -> None:
+        self.interrupted.append(conn)
+
+
+async def test_a_release_by_a_task_being_cancelled_interrupts_first() -> None:
+    driver = _InterruptingDriver()
+    async with Pool(driver, max_size=1, clock=FakeClock()) as pool:
+        async with pool.acquire():
+            pass  # an ordinary release: nothing to interrupt
+        assert driver.interrupted == []
+
+        async def cancelled_inside() -> None:
+            async with pool.acquire():
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(cancelled_inside())
+        await wait_until(lambda: pool.stats().in_use == 1)
+        raw = driver.connections[0]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert driver.interrupted == [raw]  # the driver's own connection, before the reset
+        assert pool.stats().idle == 1
         check_books(pool)
