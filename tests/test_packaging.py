@@ -88,6 +88,7 @@ def test_public_names_are_the_documented_contract() -> None:
         "PoolStats",
         "PoolTimeout",
         "SupportsAclose",
+        "SupportsInterrupt",
         "SupportsLease",
         "SupportsTerminate",
         "SupportsTransaction",
