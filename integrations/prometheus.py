@@ -32,8 +32,9 @@ and the pool's own counters, under ``aiodbpool_``: connections opening and closi
 ``aiodbpool_connect_errors_total``, ``aiodbpool_validation_failures_total``, the circuit
 breaker's ``aiodbpool_breaker_open``, ``aiodbpool_connect_errors_in_a_row`` and
 ``aiodbpool_breaker_rejections_total``, ``aiodbpool_exhausted_total`` (refusals by
-``max_waiting``), ``aiodbpool_stale_releases_total`` and ``aiodbpool_stale_uses_total``
-(a second release, or a use after release, refused: bugs in the calling code),
+``max_waiting``), ``aiodbpool_stale_releases_total``, ``aiodbpool_stale_uses_total`` and
+``aiodbpool_reclaimed_total`` (a second release, a use after release, a connection dropped
+without a release: bugs in the calling code),
 ``aiodbpool_evictions_total{reason="idle"|"lifetime"}`` and ``aiodbpool_acquires_total``.
 """
 
@@ -213,6 +214,13 @@ def _counters(snapshots: list[PoolStats]) -> Iterator[Metric]:
         "Uses of a connection after its release, refused before reaching the database.",
         snapshots,
         lambda stats: stats.stale_uses,
+    )
+    yield _per_pool(
+        CounterMetricFamily,
+        "aiodbpool_reclaimed",
+        "Connections dropped by their holder without a release, closed by the pool (a bug to fix).",
+        snapshots,
+        lambda stats: stats.reclaimed,
     )
     yield _per_pool(
         CounterMetricFamily,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import inspect
 import logging
 import math
@@ -94,8 +95,9 @@ class _Record(Generic[C]):
     released_at: float  # when it last became available (or was opened)
     acquired_at: float = 0.0
     uses: int = 0
-    # What its borrower holds (a Lease, or the connection itself for a driver without leases)
-    # while it is lent; None from its release until it is handed out again.
+    # What its borrower holds while it is lent: a weak reference to its Lease (so that a lease
+    # its holder drops without a release can be collected, and the slot reclaimed), or the
+    # connection itself for a driver without leases. None from its release until the next lend.
     handle: object = None
     # Where it was acquired, innermost call first (leak_timeout): code objects and line numbers.
     acquired_stack: list[tuple[CodeType, int]] | None = None
@@ -132,6 +134,7 @@ class _Counters:
     breaker_rejections: int = 0
     stale_releases: int = 0
     stale_uses: int = 0
+    reclaimed: int = 0
 
 
 @dataclass(slots=True)
@@ -288,8 +291,9 @@ class Pool(Generic[C]):
         self._idle: deque[_Record[C]] = deque()  # most recently released at the right
         self._in_use: dict[int, _Record[C]] = {}  # keyed by id(conn): drivers' objects need
         # not be hashable, and the record keeps the object alive, so the id cannot be reused.
-        self._lent: dict[int, _Record[C]] = {}  # the records callers hold, by id(record.handle):
-        # the record keeps the handle alive, so no other live object can have that id.
+        self._lent: dict[int, _Record[C]] = {}  # the records callers hold, by id() of what the
+        # caller holds: a lease is held weakly, but its entry goes when it is collected (see
+        # _lease_collected), so no other live object can have that id.
         self._opening = 0  # connects under way; each holds a slot
         self._closing = 0  # closes under way in the background; each still holds a slot
         self._waiters: Waiters[_Record[C] | _Room] = Waiters()
@@ -332,6 +336,8 @@ class Pool(Generic[C]):
         self._thread: int | None = None
         self._loop_running: Callable[[], bool] = _never
         self._pid = os.getpid()  # the process that opened the pool (set again by open())
+        # The callback of every lease's weak reference; it holds the pool weakly too.
+        self._on_lease_collected = _lease_collector(weakref.ref(self))
         _POOLS.add(self)
 
     # ------------------------------------------------------------------ public API: life cycle
@@ -691,6 +697,7 @@ class Pool(Generic[C]):
             wait_time_max=counters.wait_time_max,
             stale_releases=counters.stale_releases,
             stale_uses=counters.stale_uses,
+            reclaimed=counters.reclaimed,
             breaker_open=self._breaker_open(),
             connect_errors_in_a_row=self._connect_errors_in_a_row,
             breaker_rejections=counters.breaker_rejections,
@@ -897,8 +904,14 @@ class Pool(Generic[C]):
         """Lend a record, already in ``_in_use``, to a caller: under a new lease, if the driver
         has them (the caller's type checker sees the driver's connection type all the same)."""
         lease_class = self._lease_class
-        handle = record.conn if lease_class is None else lease_class(record.conn, self)
-        record.handle = handle
+        if lease_class is None:
+            handle: object = record.conn
+            record.handle = handle
+        else:
+            handle = lease_class(record.conn, self)
+            # Held weakly: a lease whose holder drops it without a release is collected, and
+            # the callback gives its slot back (_lease_collected).
+            record.handle = weakref.ref(handle, self._on_lease_collected)
         self._lent[id(handle)] = record
         record.uses += 1
         record.acquired_at = now
@@ -983,15 +996,67 @@ class Pool(Generic[C]):
             self._counters.discarded += 1
 
     def _end_lend_elsewhere(self, key: int) -> _Record[C] | None:
-        record = self._lent.pop(key, None)
+        record = self._lent.get(key)
         if record is None:
             return None  # given back in the pool's own loop meanwhile, or closed
-        handle, record.handle = record.handle, None
-        if isinstance(handle, Lease):
-            leftover = handle._end("released")
+        holder = self._unlend(record)
+        if isinstance(holder, Lease):
+            leftover = holder._end("released")
             if leftover is not None:
                 leftover.close()  # its statements ran in the other loop: nothing to wait for
         return record
+
+    def _unlend(self, record: _Record[C]) -> object:
+        """Take a lent record off ``_lent``; return what its borrower holds (the lease, or the
+        connection), or None if it was not lent or its lease is already gone."""
+        handle, record.handle = record.handle, None
+        holder = handle() if isinstance(handle, weakref.ref) else handle
+        if holder is not None and self._lent.get(id(holder)) is record:
+            del self._lent[id(holder)]
+        elif handle is not None:
+            for key in [key for key, lent in self._lent.items() if lent is record]:
+                del self._lent[key]
+        return holder
+
+    # ------------------------------------------------------------------ leases never given back
+
+    def _lease_collected(self, ref: weakref.ref[Any]) -> None:
+        """A lease was garbage-collected while lent: its holder dropped it without a release.
+
+        Called by the weak reference's callback, in whichever thread dropped the lease: the
+        books change only in the pool's own loop. If that loop has ended (or this is a forked
+        child), the connection went with it and is only forgotten.
+        """
+        loop = self._loop
+        if get_ident() == self._thread and self._loop_running():
+            self._reclaim(ref)
+        elif loop is not None and not loop.is_closed() and self._pid == os.getpid():
+            loop.call_soon_threadsafe(self._reclaim, ref)
+        else:
+            self._reclaim(ref, loop_gone=True)
+
+    def _reclaim(self, ref: weakref.ref[Any], *, loop_gone: bool = False) -> None:
+        """Take back the slot of a lease collected while lent, and close its connection (its
+        borrower may have left it anywhere: inside a transaction, mid-statement)."""
+        record = next((rec for rec in self._in_use.values() if rec.handle is ref), None)
+        if record is None:
+            return  # close() ended it meanwhile
+        self._unlend(record)
+        stack = record.acquired_stack
+        logger.warning(
+            "pool %r: a connection was garbage-collected without being released; the pool "
+            "closed it and took its slot back. Release every connection (`async with "
+            "pool.acquire()` does). %s",
+            self._name,
+            "It was acquired at:\n" + _format_stack(stack)
+            if stack is not None
+            else "(Set leak_timeout to log where it was acquired.)",
+        )
+        if loop_gone:
+            del self._in_use[id(record.conn)]
+            self._counters.reclaimed += 1
+        else:
+            self._drop(record, "reclaimed", hard=True)
 
     def _check_open(self) -> None:
         if self._state is _State.OPEN:
@@ -1239,6 +1304,11 @@ class Pool(Generic[C]):
             self._maintenance_task.cancel()
         while self._idle:
             self._discard(self._idle.pop(), "closed")
+        if self._lent and self._lease_class is not None and timeout != 0:
+            # A lease held only by garbage (a reference cycle) would be waited for until the
+            # timeout: collect it now, and its slot is reclaimed. (With no time to wait,
+            # whatever is still lent is terminated at once anyway.)
+            gc.collect()
         self._after_removal()
         try:
             # Wait for connections in use to come back and for opens and closes to finish.
@@ -1260,11 +1330,9 @@ class Pool(Generic[C]):
                 _cancel(task)
             for key, record in list(self._in_use.items()):
                 del self._in_use[key]
-                handle, record.handle = record.handle, None
-                if handle is not None:
-                    del self._lent[id(handle)]
-                if isinstance(handle, Lease):
-                    handle._end("closed")  # its release, if it comes, is ignored
+                holder = self._unlend(record)
+                if isinstance(holder, Lease):
+                    holder._end("closed")  # its release, if it comes, is ignored
                 else:
                     self._abandoned[key] = record
                 self._discard(record, "closed", hard=True)
@@ -1503,7 +1571,8 @@ class Pool(Generic[C]):
         lent = {key for key, record in self._in_use.items() if record.handle is not None}
         if {id(record.conn) for record in self._lent.values()} != lent:
             errors.append("the lent records and the records with a handle differ")
-        if any(id(record.handle) != key for key, record in self._lent.items()):
+        holders = [(key, _deref(record.handle)) for key, record in self._lent.items()]
+        if any(holder is not None and id(holder) != key for key, holder in holders):
             errors.append("a lent record is filed under another handle")
         return errors
 
@@ -1620,6 +1689,23 @@ def _format_stack(stack: list[tuple[CodeType, int]]) -> str:
         [(code.co_filename, lineno, code.co_name, None) for code, lineno in reversed(stack)]
     )
     return "".join(summary.format())
+
+
+def _lease_collector(pool_ref: weakref.ref[Pool[Any]]) -> Callable[[weakref.ref[Any]], None]:
+    """The callback of a pool's weak references to its leases. It reaches the pool through a weak
+    reference too: the pool holds the leases' references, which hold this callback."""
+
+    def lease_collected(lease_ref: weakref.ref[Any]) -> None:
+        pool = pool_ref()
+        if pool is not None:
+            pool._lease_collected(lease_ref)
+
+    return lease_collected
+
+
+def _deref(handle: object) -> object:
+    """What a record's ``handle`` stands for: the lease (None once collected), or the connection."""
+    return handle() if isinstance(handle, weakref.ref) else handle
 
 
 def _never() -> bool:

@@ -66,7 +66,16 @@ class Lease(Generic[C]):
     ``_live``, ``_start``, ``_finish`` and ``_undo_at_release``. See docs/writing-a-driver.md.
     """
 
-    __slots__ = ("_all_done", "_ending", "_leased", "_lender", "_statements", "_undo_actions")
+    # (__weakref__: the pool holds a lent lease weakly, to notice one dropped without a release.)
+    __slots__ = (
+        "__weakref__",
+        "_all_done",
+        "_ending",
+        "_leased",
+        "_lender",
+        "_statements",
+        "_undo_actions",
+    )
     _leased: C
     _lender: Pool[Any]
     _ending: Ending | None

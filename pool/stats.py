@@ -76,6 +76,9 @@ class PoolStats:
     stale_uses: int
     """Uses of a lent connection after its lease ended, refused with ``ConnectionReleased``
     (nothing was sent to the database)."""
+    reclaimed: int
+    """Connections whose lease was garbage-collected without a release: the pool closed them
+    and took their slots back (each also logged as a warning)."""
 
     # The circuit breaker.
     breaker_open: bool

@@ -747,7 +747,7 @@ def test_no_name_of_the_lease_itself_hides_one_of_the_connection(
     """The lease forwards only the names it lacks: its own fields and helpers must not shadow
     (or be clobbered by) what a driver's connection has."""
     own = {name for name in dir(Lease) if name.startswith("_") and not name.startswith("__")}
-    own |= set(Lease.__slots__)
+    own |= set(Lease.__slots__) - {"__weakref__"}  # (every weak-referenceable object has it)
     assert not own & set(dir(connection_class))
     instance_fields = {"_connection", "_running", "_driver", "_closed", "_id", "_protocol"}
     assert not own & instance_fields
