@@ -15,11 +15,13 @@ these places (the *books*):
 slot is taken by ``_opening += 1`` before a connect starts and given back when the connection is
 closed, so "how many may exist" needs no separate lock or counter.
 
-Acquirers that find no idle connection and no free slot queue in ``_waiters`` (strict FIFO). When
-something becomes available, it is *offered* to the oldest waiter: either a connection (on release)
-or ``_ROOM``, a slot already reserved for that waiter to open a new connection (when a connection
-was closed). Because releases serve waiters before parking a connection in ``_idle``, a non-empty
-``_idle`` means nobody waits -- which is what lets the fast path skip the queue safely.
+Acquirers that find no idle connection queue in ``_waiters`` (strict FIFO). When a connection
+becomes available -- a returned one, or a new one -- it is *offered* to the oldest waiter. New
+connections are opened in the background for the demand that connections already under way will
+not meet, a few at a time (``_grow``): an acquirer does not wait for "its own" connect, so a
+burst served by returning connections opens few new ones. Because releases serve waiters before
+parking a connection in ``_idle``, a non-empty ``_idle`` means nobody waits -- which is what lets
+the fast path skip the queue safely.
 
 Every lend is a *lease* (see ``lease.py``): with a driver that supports them, the caller gets a
 fresh ``Lease`` object standing in for the connection, and ``_lent`` knows the lease, not the
@@ -104,14 +106,8 @@ class _Record(Generic[C]):
     leak_reported: bool = False
 
 
-class _Room:
-    """The grant "a slot is reserved for you: open a new connection"."""
-
-    def __repr__(self) -> str:
-        return "<room for a new connection>"
-
-
-_ROOM: Final = _Room()
+GROWTH_AT_ONCE: Final = 2
+"""At most this many connects run at once for waiting acquirers (see ``Pool._grow``)."""
 
 
 @dataclass(slots=True)
@@ -296,7 +292,7 @@ class Pool(Generic[C]):
         # _lease_collected), so no other live object can have that id.
         self._opening = 0  # connects under way; each holds a slot
         self._closing = 0  # closes under way in the background; each still holds a slot
-        self._waiters: Waiters[_Record[C] | _Room] = Waiters()
+        self._waiters: Waiters[_Record[C]] = Waiters()
         self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held,
         # by id(conn); for a connection lent as a Lease, the lease itself says "closed".
         self._generation = 0  # bumped by expire(): connects begun before it are retired
@@ -823,31 +819,23 @@ class Pool(Generic[C]):
                 # the head of the line, ahead of acquirers that arrived while it validated.
                 had_its_turn = True
                 continue
-            if self._size() < self._settings.max_size:
-                probe = self._breaker_open()
-                if probe:
-                    self._claim_probe()  # or raise: the breaker refuses this connect
-                self._opening += 1
-                return await self._open_for_caller(probe=probe)
-            if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
+            room = self._size() < self._settings.max_size
+            if room and self._breaker_open() and not self._may_probe():
+                raise self._breaker_error()  # a new connection is needed, and none may open
+            if self._max_waiting is not None and self._queued_beyond_room() >= self._max_waiting:
                 self._counters.exhausted += 1
                 raise PoolExhausted(
                     f"pool {self._name!r} already has {len(self._waiters)} acquirers waiting "
                     f"(max_waiting={self._max_waiting})",
                     pool_name=self._name,
                 )
-            # Cancellation safety: Waiters.wait hands back a grant that arrived too late.
-            grant = await self._waiters.wait(self._give_back, first=had_its_turn)
-            if isinstance(grant, _Room):
-                probe = self._breaker_open()
-                if probe:
-                    try:
-                        self._claim_probe()
-                    except PoolConnectError:
-                        self._give_back(grant)  # the next waiter decides for itself
-                        raise
-                return await self._open_for_caller(probe=probe)
-            return grant  # a just-released connection: clean and fresh, no ping needed
+            # Wait in line for whichever comes first: a returned connection, or a new one that
+            # _grow opens for the line (an acquirer that had its turn goes back to the head).
+            ticket = self._waiters.join(first=had_its_turn)
+            self._grow()
+            # cancel: Waiters.take hands back a connection that arrived too late; a connect
+            # under way goes on, and its connection serves the next waiter or joins the pool.
+            return await self._waiters.take(ticket, self._give_back)  # fresh: no ping needed
 
     async def _usable(self, record: _Record[C]) -> bool:
         """Check an idle connection taken by the slow path; discard it if it is not usable."""
@@ -881,25 +869,6 @@ class Pool(Generic[C]):
             return False
         return True
 
-    async def _open_for_caller(self, *, probe: bool = False) -> _Record[C]:
-        """Open a connection in a slot already reserved for the calling acquirer.
-
-        The connect runs in its own task, shielded from the caller: if the caller's deadline
-        passes or it is cancelled, the connect goes on and its connection joins the pool.
-        """
-        task = self._spawn(self._connect(probe=probe), "connect")
-        try:
-            return await asyncio.shield(task)
-        except BaseException:
-            if not task.done():
-                task.add_done_callback(self._adopt_orphan)
-            elif not task.cancelled() and task.exception() is None:
-                self._give_back(task.result())  # finished just as the caller gave up
-            elif task.cancelled() and not _being_cancelled():
-                # Not this caller's cancellation: close() gave up on the connect.
-                self._check_open()
-            raise
-
     def _hand_out(self, record: _Record[C], now: float) -> C:
         """Lend a record, already in ``_in_use``, to a caller: under a new lease, if the driver
         has them (the caller's type checker sees the driver's connection type all the same)."""
@@ -921,16 +890,13 @@ class Pool(Generic[C]):
             record.leak_reported = False
         return handle  # type: ignore[return-value]  # a Lease[C] stands in for a C
 
-    def _give_back(self, grant: _Record[C] | _Room) -> None:
-        """Return a grant that its acquirer can no longer use (it timed out or was cancelled)."""
-        if isinstance(grant, _Room):
-            self._opening -= 1
-            self._after_removal()
-        else:
-            self._return_to_pool(grant, self._clock())
+    def _give_back(self, record: _Record[C]) -> None:
+        """Return a connection that its acquirer can no longer use (it timed out or was
+        cancelled just after the hand-off)."""
+        self._return_to_pool(record, self._clock())
 
     def _adopt_orphan(self, task: asyncio.Task[_Record[C]]) -> None:
-        """A connect whose acquirer gave up has finished: keep its connection in the pool."""
+        """A connect of a cancelled ``open()`` has finished: keep its connection in the pool."""
         if task.cancelled() or task.exception() is not None:
             return  # _connect already freed the slot and counted the error
         self._return_to_pool(task.result(), self._clock())
@@ -1167,12 +1133,16 @@ class Pool(Generic[C]):
 
     # ------------------------------------------------------------------ opening and closing
 
-    async def _connect(self, *, background: bool = False, probe: bool = False) -> _Record[C]:
+    async def _connect(
+        self, *, background: bool = False, probe: bool = False, demand: bool = False
+    ) -> _Record[C]:
         """Open one connection in a slot the caller reserved (``_opening``), booked in use.
 
         The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot,
         so it is counted in ``size`` at every moment; whoever asked for it then hands it out or
-        returns it to the pool. ``probe``: the caller claimed the probe (see ``_claim_probe``).
+        returns it to the pool. ``probe``: the caller claimed the probe (see ``_may_probe``).
+        ``demand``: it was opened for the waiting acquirers (``_grow``), so if it fails, the one
+        waiting longest gets the error, as if it had tried the connect itself.
         """
         generation = self._generation
         started = self._clock()
@@ -1184,21 +1154,15 @@ class Pool(Generic[C]):
                 self._probes -= 1
             self._opening -= 1
             self._counters.connect_errors += 1
-            if isinstance(error, Exception):
-                self._connect_failed(error, probe=background or probe)
-            self._after_removal()
             if not isinstance(error, Exception):
+                self._after_removal()
                 raise
-            if isinstance(error, TimeoutError) and self._connect_timeout is not None:
-                reason = f"connect timed out after {self._connect_timeout:g}s"
-            elif isinstance(error, _LeftInTransaction):
-                reason = str(error)
-            else:
-                reason = _describe(error)
-            raise PoolConnectError(
-                f"pool {self._name!r} could not open a connection: {reason}",
-                pool_name=self._name,
-            ) from error
+            self._connect_failed(error, probe=background or probe)
+            failure = self._connect_error(error)
+            if demand:
+                self._waiters.fail_oldest(failure)
+            self._after_removal()
+            raise failure from error
         if probe:
             self._probes -= 1
         self._opening -= 1
@@ -1217,6 +1181,20 @@ class Pool(Generic[C]):
         self._last_connect_error = None  # nothing keeps its traceback (and its frames) alive
         self._backoff.succeeded()
         return record
+
+    def _connect_error(self, error: Exception) -> PoolConnectError:
+        """The error an acquirer gets for a failed connect, ``error`` chained as its cause."""
+        if isinstance(error, TimeoutError) and self._connect_timeout is not None:
+            reason = f"connect timed out after {self._connect_timeout:g}s"
+        elif isinstance(error, _LeftInTransaction):
+            reason = str(error)
+        else:
+            reason = _describe(error)
+        failure = PoolConnectError(
+            f"pool {self._name!r} could not open a connection: {reason}", pool_name=self._name
+        )
+        failure.__cause__ = error
+        return failure
 
     def _refuse_if_in_transaction(self, conn: C) -> None:
         """Close a new connection that ``connect`` left inside a transaction, and raise.
@@ -1364,12 +1342,7 @@ class Pool(Generic[C]):
         """Follow-up after the pool lost a connection or a slot: someone may use the room now."""
         settings = self._settings
         if self._state is _State.OPEN:
-            # Room for waiters: reserve a slot for each, oldest first, while the bound allows.
-            while self._waiters and self._size() < settings.max_size:
-                self._opening += 1
-                if not self._waiters.offer(_ROOM):
-                    self._opening -= 1
-                    break
+            self._grow()
             if self._size() < settings.min_size and self._wakeup is not None:
                 self._wakeup.set()
         elif self._state is _State.CLOSING and self._drained is not None and not self._size():
@@ -1377,6 +1350,53 @@ class Pool(Generic[C]):
 
     def _size(self) -> int:
         return len(self._idle) + len(self._in_use) + self._opening + self._closing
+
+    # ------------------------------------------------------------------ growing for demand
+
+    def _queued_beyond_room(self) -> int:
+        """Waiters that neither the connects under way nor the free room will serve: those that
+        wait for a connection in use to come back, which is what ``max_waiting`` bounds."""
+        free = max(0, self._settings.max_size - self._size())
+        return len(self._waiters) - self._opening - free
+
+    def _grow(self) -> None:
+        """Open connections in the background for waiters that the connects under way will not
+        serve, at most ``GROWTH_AT_ONCE`` at a time and within ``max_size``.
+
+        A waiter takes whichever connection comes first, a returned one or a new one, so a burst
+        of short uses served by returning connections opens few new ones; the new ones that
+        arrive after the burst join the pool (and ``max_idle`` closes them if they stay unused).
+        While the circuit breaker is open, only a probe may connect: a waiter that could only be
+        served by a new connection fails at once instead.
+        """
+        while (
+            self._state is _State.OPEN
+            and len(self._waiters) > self._opening
+            and self._size() < self._settings.max_size
+        ):
+            probe = self._breaker_open()
+            if probe:
+                if not self._may_probe():
+                    self._waiters.fail_oldest(self._breaker_error())
+                    continue
+                self._probes += 1
+            elif self._opening >= GROWTH_AT_ONCE:
+                return
+            self._opening += 1
+            self._spawn(self._grow_one(probe=probe), "connect")
+
+    async def _grow_one(self, *, probe: bool) -> None:
+        """One connect of ``_grow``: its connection goes to the oldest waiter, or joins the pool."""
+        try:
+            # cancel: only close() cancels it; _connect frees the slot
+            record = await self._connect(probe=probe, demand=True)
+        except PoolConnectError:
+            return  # the oldest waiter got the error (and the log is the acquirer's to write)
+        # Straight to the oldest waiter, as it is: new, so not to be checked again, and to be
+        # used once even if expire() or a resize() down marked it for retirement meanwhile.
+        if not (self._state is _State.OPEN and self._waiters.offer(record)):
+            self._return_to_pool(record, self._clock())
+        self._grow()  # the demand may have outgrown the connects still under way
 
     # ------------------------------------------------------------------ maintenance
 
@@ -1511,23 +1531,21 @@ class Pool(Generic[C]):
         threshold = self._breaker_threshold
         return threshold is not None and self._connect_errors_in_a_row >= threshold
 
-    def _claim_probe(self) -> None:
-        """Make the calling acquirer the breaker's probe, or raise ``PoolConnectError``.
+    def _may_probe(self) -> bool:
+        """Whether, with the breaker open, a connect for waiting acquirers may probe now.
 
-        With the breaker open, one connect at a time may try. The backoff spaces out the
-        background's probes, growing up to ``backoff_max`` while the outage lasts; but while
-        acquirers are asking, one of them may probe as soon as ``backoff_initial`` has passed
-        since the last probe failed, so that the pool recovers within about that long after
-        the database is back, however long it was away. Everyone else is refused at once.
-        Connects that were under way when it opened do not count: one stuck on a dead server
-        until its ``connect_timeout`` must not hold up the probe.
+        One connect at a time may try. The backoff spaces out the background's probes, growing
+        up to ``backoff_max`` while the outage lasts; but while acquirers are asking, a connect
+        for them may probe as soon as ``backoff_initial`` has passed since the last probe
+        failed, so that the pool recovers within about that long after the database is back,
+        however long it was away. Every other acquirer that needs a new connection is refused
+        at once. Connects that were under way when the breaker opened do not count: one stuck
+        on a dead server until its ``connect_timeout`` must not hold up the probe.
         """
-        if self._probes or self._clock() < self._next_probe_at():
-            raise self._breaker_error()
-        self._probes += 1
+        return not self._probes and self._clock() >= self._next_probe_at()
 
     def _next_probe_at(self) -> float:
-        """When an acquirer may probe the database next (see ``_claim_probe``)."""
+        """When a connect for waiting acquirers may probe the database next."""
         backoff = self._backoff
         return min(backoff.not_before, backoff.failed_at + backoff.initial)
 
@@ -1564,8 +1582,13 @@ class Pool(Generic[C]):
             errors.append("a connection is both idle and in use")
         if self._idle and self._waiters:
             errors.append("acquirers wait while connections are idle")
-        if self._state is _State.OPEN and self._waiters and size < self._settings.max_size:
-            errors.append("acquirers wait while there is room to open a connection")
+        if (
+            self._state is _State.OPEN
+            and len(self._waiters) > self._opening
+            and size < self._settings.max_size
+            and self._opening < GROWTH_AT_ONCE
+        ):
+            errors.append("acquirers wait while a connection could be opening for them")
         if self._state is _State.CLOSED and size:
             errors.append(f"closed pool still holds {size} connections")
         lent = {key for key, record in self._in_use.items() if record.handle is not None}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from aiodbpool import Pool
 from aiodbpool.drivers.fake import FakeClock
@@ -27,6 +29,7 @@ __all__ = [
     "check_books",
     "maintenance_rounds",
     "maintenance_tasks",
+    "run_in_a_new_loop_of_the_same_kind",
     "wait_for_waiters",
     "wait_until",
 ]
@@ -200,3 +203,16 @@ class TerminatingDriver(MinimalDriver):
             raise self.terminate_error
         conn.closed = True
         conn.terminated = True
+
+
+def run_in_a_new_loop_of_the_same_kind(
+    home: asyncio.AbstractEventLoop, coro: Callable[[], Coroutine[Any, Any, C]]
+) -> C:
+    """Run ``coro()`` to completion in a new event loop of the same kind as ``home`` (asyncio's
+    own, or uvloop's), in the calling worker thread: for ``asyncio.to_thread``."""
+    assert threading.current_thread() is not threading.main_thread()
+    loop = uvloop.new_event_loop() if isinstance(home, uvloop.Loop) else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro())
+    finally:
+        loop.close()

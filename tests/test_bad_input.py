@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from decimal import Decimal
@@ -31,7 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvloop
-from helpers import check_books, wait_for_waiters
+from helpers import check_books, run_in_a_new_loop_of_the_same_kind, wait_for_waiters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -196,26 +195,6 @@ async def test_a_bad_close_timeout_is_refused_and_the_pool_stays_open(timeout: o
 # ------------------------------------------------------------------ another event loop
 
 
-def _new_loop_like(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
-    """A new event loop of the same kind as ``loop`` (asyncio's own, or uvloop's)."""
-    new: asyncio.AbstractEventLoop = (
-        uvloop.new_event_loop() if isinstance(loop, uvloop.Loop) else asyncio.new_event_loop()
-    )
-    return new
-
-
-def _run_in_a_thread_of_its_own(
-    new_loop: Callable[[], asyncio.AbstractEventLoop], coro: Callable[[], Coroutine[Any, Any, T]]
-) -> T:
-    """Run ``coro()`` to completion in a new event loop, in the calling (worker) thread."""
-    assert threading.current_thread() is not threading.main_thread()
-    loop = new_loop()
-    try:
-        return loop.run_until_complete(coro())
-    finally:
-        loop.close()
-
-
 async def test_a_pool_used_from_another_threads_loop_says_so_and_serves_on_at_home() -> None:
     """Opened in this loop, asked for a connection from a loop in another thread while its only
     connection is in use: a RuntimeError at once that says why, and nothing changes here."""
@@ -233,9 +212,7 @@ async def test_a_pool_used_from_another_threads_loop_says_so_and_serves_on_at_ho
 
         for attempt in (acquire_there, use_there):
             with pytest.raises(RuntimeError, match="opened in another event loop") as refused:
-                await asyncio.to_thread(
-                    _run_in_a_thread_of_its_own, lambda: _new_loop_like(home), attempt
-                )
+                await asyncio.to_thread(run_in_a_new_loop_of_the_same_kind, home, attempt)
             assert "one pool per loop" in str(refused.value)
             assert pool.stats() == before
 
@@ -259,9 +236,7 @@ async def test_an_idle_connection_is_not_lent_to_another_threads_loop() -> None:
             await pool.acquire(timeout=30)
 
         with pytest.raises(RuntimeError, match="opened in another event loop"):
-            await asyncio.to_thread(
-                _run_in_a_thread_of_its_own, lambda: _new_loop_like(home), acquire_there
-            )
+            await asyncio.to_thread(run_in_a_new_loop_of_the_same_kind, home, acquire_there)
         assert pool.stats() == before
         async with pool.acquire() as conn:
             assert await conn.execute("SELECT 1") == "OK"

@@ -6,14 +6,13 @@ loop is never lent again."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 import uvloop
-from helpers import check_books, wait_until
+from helpers import check_books, run_in_a_new_loop_of_the_same_kind, wait_until
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.drivers.fake import FakeConnection, FakeDriver
@@ -130,22 +129,10 @@ def test_a_release_from_the_next_loop_never_pools_the_connection_again(
         second.close()
 
 
-def _in_a_thread_of_its_own(new_loop: LoopFactory, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    assert threading.current_thread() is not threading.main_thread()
-    loop = new_loop()
-    try:
-        return loop.run_until_complete(coro())
-    finally:
-        loop.close()
-
-
 async def test_a_release_from_another_threads_loop_is_refused_and_the_connection_dropped() -> None:
     """The pool's loop still runs elsewhere: it drops the connection itself (the books change only
     in the pool's loop), and frees the slot."""
     home = asyncio.get_running_loop()
-    new_loop: LoopFactory = (
-        uvloop.new_event_loop if isinstance(home, uvloop.Loop) else asyncio.new_event_loop
-    )
     async with Pool(FakeDriver(), max_size=1) as pool:
         held = await pool.acquire()
 
@@ -153,7 +140,7 @@ async def test_a_release_from_another_threads_loop_is_refused_and_the_connection
             await pool.release(held)
 
         with pytest.raises(RuntimeError, match=REFUSED):
-            await asyncio.to_thread(_in_a_thread_of_its_own, new_loop, release_there)
+            await asyncio.to_thread(run_in_a_new_loop_of_the_same_kind, home, release_there)
 
         await wait_until(lambda: pool.stats().in_use == 0)
         assert pool.stats().discarded == 1

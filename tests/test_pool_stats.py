@@ -175,25 +175,25 @@ async def test_gauges_describe_the_pool_now() -> None:
         pool.expire()  # closing, slowly
         held, spare = await pool.acquire(), await pool.acquire()
         driver.stall_connects()
-        opening = asyncio.create_task(acquire(pool))
-        await wait_until(lambda: driver.stalled == 1)
-        await pool.release(spare)
+        waiter = asyncio.create_task(acquire(pool))
+        await wait_until(lambda: driver.stalled == 1)  # a connection opens for the waiter
 
         stats = pool.stats()
         assert (stats.name, stats.min_size, stats.max_size) == ("app", 0, 4)
         gauges = (stats.size, stats.idle, stats.in_use, stats.opening, stats.closing)
-        assert gauges == (4, 1, 1, 1, 1)
-        assert stats.waiting == 0
+        assert gauges == (4, 0, 2, 1, 1)
+        assert stats.waiting == 1
 
-        again = await pool.acquire()
+        await pool.release(spare)  # comes back first: the waiter takes it
+        again = await waiter
         assert again.id == spare.id
-        waiting = asyncio.create_task(acquire(pool))
-        await wait_for_waiters(pool, 1)
-        assert pool.stats().waiting == 1
-
+        assert pool.stats().waiting == 0
         driver.heal()
-        await pool.release(await opening)
-        await pool.release(await waiting)
+        await wait_until(lambda: pool.stats().idle == 1)  # the new one joined the pool
+        stats = pool.stats()
+        gauges = (stats.size, stats.idle, stats.in_use, stats.opening, stats.closing)
+        assert gauges == (4, 1, 2, 0, 1)
+
         for conn in (held, again):
             await pool.release(conn)
         await pool.close(timeout=0.01)  # cuts the slow close short: terminated

@@ -203,7 +203,8 @@ async def _acquire_and_select(pool: Pool[asyncpg.Connection]) -> None:
         await conn.fetchval("SELECT 1")
 
 
-CONNECTS = 3
+CONNECTS = 2
+"""Connects the pool runs at once for its waiters (GROWTH_AT_ONCE), below max_size."""
 ACQUIRERS = 8
 
 
@@ -214,7 +215,7 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
     pool = Pool(
         _driver(pg_cluster, app_name),
         name="close-frozen-server",
-        max_size=CONNECTS,
+        max_size=CONNECTS + 1,
         acquire_timeout=None,  # nothing but close() ends these acquires
         connect_timeout=None,
         breaker_threshold=None,
@@ -229,10 +230,7 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
                 for _ in range(ACQUIRERS)
             ]
             await wait_until(
-                lambda: (
-                    pool.stats().opening == CONNECTS
-                    and pool.stats().waiting == ACQUIRERS - CONNECTS
-                ),
+                lambda: pool.stats().opening == CONNECTS and pool.stats().waiting == ACQUIRERS,
                 message="connects under way and acquirers in line",
             )
         finally:
@@ -248,7 +246,7 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
     tally.report(
         faults=(
             f"server frozen (SIGSTOP): {CONNECTS} connects hung, "
-            f"{ACQUIRERS - CONNECTS} acquirers in line; close(timeout={CLOSE_TIMEOUT:g})"
+            f"{ACQUIRERS} acquirers in line; close(timeout={CLOSE_TIMEOUT:g})"
         ),
         leaked=stats.size + view[0],
         recovery=f"close() took {close_took:.2f} s",
@@ -269,7 +267,7 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
     pool = Pool(
         _driver(pg_cluster, app_name),
         name="close-server-stopping",
-        max_size=CONNECTS,
+        max_size=CONNECTS + 1,
         acquire_timeout=None,
         connect_timeout=None,
         breaker_threshold=None,
@@ -284,10 +282,7 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
                 for _ in range(ACQUIRERS)
             ]
             await wait_until(
-                lambda: (
-                    pool.stats().opening == CONNECTS
-                    and pool.stats().waiting == ACQUIRERS - CONNECTS
-                ),
+                lambda: pool.stats().opening == CONNECTS and pool.stats().waiting == ACQUIRERS,
                 message="connects under way and acquirers in line",
             )
             close_began = time.monotonic()
@@ -316,7 +311,7 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
     tally.report(
         faults=(
             f"server frozen, then stopped, during {CONNECTS} connects "
-            f"({ACQUIRERS - CONNECTS} acquirers in line); close(timeout={CLOSE_TIMEOUT:g})"
+            f"({ACQUIRERS} acquirers in line); close(timeout={CLOSE_TIMEOUT:g})"
         ),
         leaked=stats.size + view[0],
         recovery=f"close() took {close_took:.2f} s; errors (causes): {', '.join(kinds)}",
