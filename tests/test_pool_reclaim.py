@@ -149,3 +149,17 @@ def test_a_lease_dropped_after_its_loop_ended_is_forgotten(
     del kept
     assert pool.stats().in_use == 0
     assert pool.stats().reclaimed == 1
+
+
+async def test_a_lease_dropped_in_another_thread_is_reclaimed_in_the_pools_loop() -> None:
+    """The weak reference's callback runs where the last reference died; the books change only in
+    the pool's own loop."""
+    async with Pool(FakeDriver(), max_size=1, clock=FakeClock()) as pool:
+        holder = [await pool.acquire()]
+        await asyncio.to_thread(holder.clear)  # the lease dies in a worker thread
+
+        await wait_until(lambda: pool.stats().reclaimed == 1)
+        assert pool.stats().in_use == 0
+        async with pool.acquire(timeout=5):
+            pass
+        check_books(pool)
