@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_count", "check_seconds", "seconds_or_inf"]
+__all__ = ["check_clock", "check_count", "check_interval", "check_seconds", "seconds_or_inf"]
 
 
 def _is_number(value: object) -> bool:
@@ -46,6 +46,32 @@ def check_seconds(
         bound = "zero or more" if allow_zero else "more than zero"
         raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
     return seconds
+
+
+def check_interval(name: str, value: object, *, floor: float) -> float:
+    """A period such as ``maintenance_interval``: a number of seconds, at least ``floor``."""
+    seconds = check_seconds(name, value)
+    assert seconds is not None  # (None is not allowed)
+    if seconds < floor:
+        raise ValueError(
+            f"{name} must be at least {floor:g} seconds ({floor * 1000:g} ms), got {value!r}"
+        )
+    return seconds
+
+
+def check_clock(clock: object) -> None:
+    """The ``clock`` option: a callable returning a finite number of seconds, checked by calling
+    it once, so that a wrong one fails here rather than at the pool's first use of it."""
+    if not callable(clock):
+        raise ValueError(f"clock must be a callable returning seconds, got {clock!r}")
+    try:
+        now = clock()
+    except Exception as error:
+        raise ValueError(
+            f"clock must be a callable returning seconds; calling it raised {error!r}"
+        ) from error
+    if not _is_number(now) or not math.isfinite(now):
+        raise ValueError(f"clock must be a callable returning seconds, and it returned {now!r}")
 
 
 def seconds_or_inf(name: str, value: object, *, allow_zero: bool = False) -> float:

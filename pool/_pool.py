@@ -75,6 +75,10 @@ C = TypeVar("C")
 
 logger = logging.getLogger("aiodbpool")
 
+MIN_MAINTENANCE_INTERVAL: Final = 0.01
+"""The shortest ``maintenance_interval`` accepted: 10 ms is short enough for tests, while a
+shorter one would keep an idle pool busy on the CPU for nothing."""
+
 LIFETIME_JITTER: Final = 0.1
 """Each connection's lifetime is shortened by a random fraction up to this, so connections opened
 together do not all retire (and reconnect) at the same moment."""
@@ -170,7 +174,8 @@ class Pool(Generic[C]):
         reset_timeout: Limit for cleaning a returned connection; on timeout it is discarded.
         close_timeout: Limit for closing one connection politely; then it is terminated.
         leak_timeout: Log a warning, with the stack that acquired it, for a connection held longer.
-        maintenance_interval: How often the background job looks at idle connections.
+        maintenance_interval: How often the background job looks at idle connections; at least
+            0.01 (10 ms), enough for tests, where a shorter period would only burn CPU.
         backoff_initial: First delay before retrying after a failed connect (background refills
             and circuit-breaker probes).
         backoff_max: Longest delay between those attempts.
@@ -179,6 +184,7 @@ class Pool(Generic[C]):
             probe at a time, spaced by the backoff, tests the database until a connect succeeds.
             Idle connections are still handed out. ``None`` turns the breaker off.
         clock: Zero-argument callable returning monotonic seconds; tests inject a manual clock.
+            It is called once when the pool is built, so a wrong one fails there.
         close_driver: When the pool closes, also release the driver's own resources
             (``await driver.aclose()``, for a driver that has it, such as SQLite's shared
             in-memory database). ``create_pool`` sets it: the driver it makes belongs to the pool.
@@ -223,8 +229,8 @@ class Pool(Generic[C]):
         assert max_ is not None
         if min_ > max_:
             raise ValueError(f"min_size ({min_}) must not exceed max_size ({max_})")
-        if clock is not None and not callable(clock):
-            raise ValueError(f"clock must be a callable returning seconds, got {clock!r}")
+        if clock is not None:
+            _options.check_clock(clock)
         if not isinstance(close_driver, bool):
             raise TypeError(f"close_driver must be True or False, got {close_driver!r}")
 
@@ -255,9 +261,9 @@ class Pool(Generic[C]):
             "close_timeout", close_timeout, allow_none=True
         )
         self._leak_timeout = _options.check_seconds("leak_timeout", leak_timeout, allow_none=True)
-        interval = _options.check_seconds("maintenance_interval", maintenance_interval)
-        assert interval is not None
-        self._maintenance_interval: float = interval
+        self._maintenance_interval: float = _options.check_interval(
+            "maintenance_interval", maintenance_interval, floor=MIN_MAINTENANCE_INTERVAL
+        )
         backoff_first = _options.check_seconds("backoff_initial", backoff_initial)
         backoff_cap = _options.check_seconds("backoff_max", backoff_max)
         assert backoff_first is not None

@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from aiodbpool import Pool, PoolClosed, PoolTimeout, create_pool, raw_connection
+from aiodbpool._pool import MIN_MAINTENANCE_INTERVAL
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 T = TypeVar("T")
@@ -107,6 +108,8 @@ def _valid_value(name: str, value: object) -> bool:
     if not _is_number(value):
         return False
     seconds = float(value)  # type: ignore[arg-type]
+    if name == "maintenance_interval" and seconds < MIN_MAINTENANCE_INTERVAL:
+        return False  # a floor, not only "more than zero"
     return math.isfinite(seconds) and (seconds > 0 or (zero_allowed and seconds == 0))
 
 

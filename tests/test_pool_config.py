@@ -61,7 +61,7 @@ def test_a_bad_option_value_is_refused_naming_the_option(option: str, value: obj
         {"max_waiting": 0, "max_uses": 1},
         {"validate_after_idle": 0},
         dict.fromkeys(TIMEOUTS + DURATIONS + ["max_waiting", "max_uses"]),
-        {"acquire_timeout": 0.001, "maintenance_interval": 0.001},
+        {"acquire_timeout": 0.001, "maintenance_interval": 0.01},
         {"backoff_initial": 2, "backoff_max": 2},
     ],
 )
@@ -94,6 +94,37 @@ def test_close_driver_must_be_a_bool(value: object) -> None:
 def test_a_clock_must_be_callable() -> None:
     with pytest.raises(ValueError, match="clock must be a callable"):
         Pool(FakeDriver(), clock=5.0)  # type: ignore[arg-type]
+
+
+def _broken_clock() -> float:
+    raise OSError("no time today")
+
+
+@pytest.mark.parametrize(
+    ("clock", "says"),
+    [
+        (lambda: "x", "it returned 'x'"),
+        (lambda: None, "it returned None"),
+        (lambda: float("nan"), "it returned nan"),
+        (lambda: True, "it returned True"),
+        (_broken_clock, "calling it raised OSError"),
+    ],
+)
+def test_a_clock_is_tried_when_the_pool_is_built(clock: Any, says: str) -> None:
+    with pytest.raises(ValueError, match=f"clock must be a callable returning seconds.*{says}"):
+        Pool(FakeDriver(), clock=clock)
+
+
+@pytest.mark.parametrize("interval", [1e-9, 0.009, 0.0])
+def test_a_maintenance_interval_below_10_ms_is_refused(interval: float) -> None:
+    """Shorter, an idle pool would keep a core busy running maintenance rounds for nothing."""
+    with pytest.raises(ValueError, match=r"maintenance_interval must be"):
+        Pool(FakeDriver(), maintenance_interval=interval)
+
+
+def test_the_smallest_maintenance_interval_names_its_floor() -> None:
+    with pytest.raises(ValueError, match=r"at least 0.01 seconds \(10 ms\), got 1e-09"):
+        Pool(FakeDriver(), maintenance_interval=1e-9)
 
 
 def test_an_object_that_is_not_a_driver_is_refused() -> None:
