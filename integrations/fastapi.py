@@ -35,6 +35,7 @@ which a string annotation could not name.
 """
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -144,8 +145,10 @@ def lifespan(
             f"two pools are named {repeated[0]!r}: give each pool of an app its own name, "
             "e.g. create_pool(url, name='replica')"
         )
-    if not 0 <= close_timeout < math.inf:  # also rejects NaN
-        raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}")
+    if not _seconds(close_timeout, zero_allowed=True):
+        raise ValueError(
+            f"lifespan(): close_timeout must be a number of seconds >= 0, got {close_timeout!r}"
+        )
 
     @asynccontextmanager
     async def open_pools(app: Starlette) -> AsyncIterator[None]:
@@ -344,6 +347,21 @@ def _named(name: str) -> _Dependencies:
 # ---------------------------------------------------------------------- error responses and routes
 
 
+class _JSONResponse(JSONResponse):
+    """JSON in ASCII: every non-ASCII character escaped, so that a string that is not valid UTF-8
+    (a pool name with a lone surrogate) is sent as an escape instead of failing the response."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _seconds(value: object, *, zero_allowed: bool) -> bool:
+    """Whether ``value`` is a finite number of seconds, above zero (or zero, if allowed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value < math.inf if zero_allowed else 0 < value < math.inf
+
+
 def install(
     app: FastAPI,
     *,
@@ -375,12 +393,31 @@ def install(
     health routes stay open to probes.
     """
     if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-        raise ValueError(f"retry_after must be a whole number of seconds >= 0, got {retry_after!r}")
-    if not 0 < ready_timeout < math.inf:
-        raise ValueError(f"ready_timeout must be a number of seconds > 0, got {ready_timeout!r}")
-    for path in (live_path, ready_path, stats_path, metrics_path):
-        if path is not None and not path.startswith("/"):
-            raise ValueError(f"route paths start with '/', got {path!r}")
+        raise ValueError(
+            f"install(): retry_after must be a whole number of seconds >= 0, got {retry_after!r}"
+        )
+    if not _seconds(ready_timeout, zero_allowed=False):
+        raise ValueError(
+            f"install(): ready_timeout must be a number of seconds > 0, got {ready_timeout!r}"
+        )
+    paths = {
+        "live_path": live_path,
+        "ready_path": ready_path,
+        "stats_path": stats_path,
+        "metrics_path": metrics_path,
+    }
+    for option, path in paths.items():
+        if path is not None and not (isinstance(path, str) and path.startswith("/")):
+            raise ValueError(
+                f"install(): {option} must be a path starting with '/' (or None: no route), "
+                f"got {path!r}"
+            )
+    for dependency in dependencies:
+        if not isinstance(dependency, params.Depends):
+            raise TypeError(
+                "install(): dependencies must be a list of Depends(...), e.g. "
+                f"[Depends(require_admin)]; got {dependency!r}"
+            )
 
     async def pool_unavailable(request: Request, error: Exception) -> Response:
         assert isinstance(error, PoolError | ConnectionLost)  # only registered for these
@@ -392,7 +429,7 @@ def install(
             reason, detail = _unavailable(error)
             told = str(error)
         logger.warning("%s %s: 503 (%s): %s", request.method, request.url.path, reason, told)
-        return JSONResponse(
+        return _JSONResponse(
             {"detail": detail, "pool": error.pool_name, "reason": reason},
             status_code=503,
             headers={"Retry-After": str(retry_after)},
@@ -415,7 +452,7 @@ def install(
             )
             by_name = dict(zip(registered, checks, strict=True))
             fit = all(check["status"] == "ok" for check in checks)
-            return JSONResponse(
+            return _JSONResponse(
                 {"status": "ok" if fit else "unavailable", "pools": by_name},
                 status_code=200 if fit else 503,
             )
@@ -455,10 +492,12 @@ async def _live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _stats(request: Request) -> dict[str, Any]:
+async def _stats(request: Request) -> JSONResponse:
     """A snapshot of every pool's gauges and counters."""
     registered = _open_pools(request)
-    return {"pools": {name: pool.stats().as_dict() for name, pool in registered.items()}}
+    return _JSONResponse(
+        {"pools": {name: pool.stats().as_dict() for name, pool in registered.items()}}
+    )
 
 
 async def _check(pool: Pool[Any], timeout: float) -> dict[str, Any]:

@@ -41,6 +41,7 @@ without a release: bugs in the calling code),
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -66,10 +67,17 @@ class PoolCollector(Collector):
         self._pools = list(pools)
 
     def collect(self) -> Iterator[Metric]:
-        snapshots = [pool.stats() for pool in self._pools]
+        # A name that is not valid UTF-8 (a lone surrogate) is escaped: the text format is UTF-8,
+        # and one such label would otherwise fail the whole scrape.
+        snapshots = [_utf8_safe(pool.stats()) for pool in self._pools]
         yield from _gauges(snapshots)
         yield from _counters(snapshots)
         yield from _histograms(snapshots)
+
+
+def _utf8_safe(stats: PoolStats) -> PoolStats:
+    name = stats.name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return stats if name == stats.name else replace(stats, name=name)
 
 
 def render(pools: Iterable[Pool[Any]]) -> tuple[bytes, str]:

@@ -712,8 +712,9 @@ def test_lifespan_checks_its_pools(tmp_path: Path) -> None:
         lifespan()
     with pytest.raises(TypeError, match="takes aiodbpool pools, got str"):
         lifespan("sqlite:///app.db")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="close_timeout"):
-        lifespan(one, close_timeout=-1)
+    for wrong in (-1, "10", float("nan"), True):
+        with pytest.raises(ValueError, match=r"^lifespan\(\): close_timeout must be a number"):
+            lifespan(one, close_timeout=wrong)  # type: ignore[arg-type]
 
 
 async def test_one_name_per_app_across_nested_lifespans(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ dependencies defined inside the tests at run time.
 """
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from pgcluster import PgCluster
 
 from aiodbpool import Pool, create_pool
-from aiodbpool.integrations.fastapi import install, lifespan
+from aiodbpool.integrations.fastapi import connection, install, lifespan
 
 
 @asynccontextmanager
@@ -229,14 +230,30 @@ async def test_routes_stay_out_of_the_openapi_schema_unless_asked(tmp_path: Path
     }
 
 
-def test_install_checks_its_arguments() -> None:
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [
+        ({"ready_path": "ready"}, ValueError, "ready_path must be a path starting with '/'"),
+        ({"stats_path": b"/stats"}, ValueError, "stats_path must be a path"),
+        ({"metrics_path": 9090}, ValueError, "metrics_path must be a path"),
+        ({"live_path": ""}, ValueError, "live_path must be a path"),
+        ({"ready_timeout": 0}, ValueError, "ready_timeout must be a number of seconds > 0"),
+        ({"ready_timeout": "1"}, ValueError, "ready_timeout must be a number"),
+        ({"ready_timeout": float("nan")}, ValueError, "ready_timeout must be a number"),
+        ({"retry_after": -1}, ValueError, "retry_after must be a whole number"),
+        ({"retry_after": 1.5}, ValueError, "retry_after must be a whole number"),
+        ({"dependencies": [print]}, TypeError, "dependencies must be a list of Depends"),
+    ],
+)
+def test_install_names_the_option_at_fault(
+    options: dict[str, object], error: type[Exception], named: str
+) -> None:
     app = FastAPI()
-    with pytest.raises(ValueError, match="start with '/'"):
-        install(app, ready_path="ready")
-    with pytest.raises(ValueError, match="ready_timeout"):
-        install(app, ready_timeout=0)
-    with pytest.raises(ValueError, match="retry_after"):
-        install(app, retry_after=-1)
+    with pytest.raises(error, match=f"^install\\(\\): {re.escape(named)}"):
+        install(app, **options)  # type: ignore[arg-type]
+    assert not app.exception_handlers or set(app.exception_handlers) == set(
+        FastAPI().exception_handlers
+    )  # nothing was added before the refusal
 
 
 async def test_stats_and_metrics_can_be_protected(tmp_path: Path) -> None:
@@ -267,3 +284,29 @@ async def test_routes_without_the_lifespan_say_what_to_do() -> None:
             with pytest.raises(RuntimeError, match="no aiodbpool pool"):
                 await client.get(path)
         assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_a_pool_name_that_is_not_valid_utf8_cannot_fail_a_route(tmp_path: Path) -> None:
+    """A lone surrogate cannot be encoded as UTF-8: every route escapes it rather than answering
+    500, and so does the 503 of a pool that cannot serve."""
+    name = "app\ud800"
+    pool = create_pool(
+        f"sqlite:///{tmp_path / 'odd.db'}", name=name, max_size=1, acquire_timeout=0.05
+    )
+    app = FastAPI(lifespan=lifespan(pool))
+    install(app)
+
+    @app.get("/busy")
+    async def busy(conn: Annotated[Any, Depends(connection)]) -> None:
+        del conn
+
+    async with running(app) as client:
+        for path in ("/health/live", "/health/ready", "/pool/stats", "/metrics"):
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text)
+        assert "\\ud800" in (await client.get("/pool/stats")).text
+        assert "app\\\\ud800" in (await client.get("/metrics")).text
+        async with pool.acquire():
+            refused = await client.get("/busy")
+        assert refused.status_code == 503
+        assert refused.json()["pool"] == name
