@@ -4,7 +4,7 @@ In short (the FastAPI guide has complete, tested examples):
 
     pool = create_pool(os.environ["DATABASE_URL"], max_size=10, acquire_timeout=5)
     app = FastAPI(lifespan=lifespan(pool))  # opens the pool at start-up, closes it at shutdown
-    install(app)  # 503 when no connection can be had; health, stats and metrics routes
+    install(app)  # 503 when no connection can be had; health routes (stats, metrics: opt in)
 
     @app.get("/items")
     async def items(conn: Annotated[asyncpg.Connection, Depends(connection)]) -> list[str]: ...
@@ -367,14 +367,15 @@ def install(
     *,
     live_path: str | None = "/health/live",
     ready_path: str | None = "/health/ready",
-    stats_path: str | None = "/pool/stats",
-    metrics_path: str | None = "/metrics",
+    stats_path: str | None = None,
+    metrics_path: str | None = None,
     dependencies: Sequence[params.Depends] = (),
     ready_timeout: float = 1.0,
     retry_after: int = 1,
     include_in_schema: bool = False,
 ) -> None:
-    """Answer 503 when the pools cannot serve, and add health, stats and metrics routes.
+    """Answer 503 when the pools cannot serve, and add health routes (and, if asked, stats and
+    metrics routes).
 
     * ``PoolTimeout``, ``PoolExhausted``, ``PoolConnectError`` and ``PoolClosed`` become ``503
       Service Unavailable`` with ``Retry-After: <retry_after>`` and a JSON body naming the pool
@@ -384,13 +385,16 @@ def install(
     * ``ready_path``: each pool lends a connection and pings it within ``ready_timeout``
       seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout. Each
       pool's answer also says whether its circuit breaker is ``"open"`` or ``"closed"``.
-    * ``stats_path``: every pool's ``PoolStats`` as JSON.
-    * ``metrics_path``: the pools' metrics in Prometheus' text format; only when
-      ``prometheus-client`` is installed.
+    * ``stats_path`` (off unless given, e.g. ``"/pool/stats"``): every pool's ``PoolStats`` as
+      JSON.
+    * ``metrics_path`` (off unless given, e.g. ``"/metrics"``): the pools' metrics in
+      Prometheus' text format; only when ``prometheus-client`` is installed.
 
-    A path set to ``None`` turns its route off. ``dependencies`` (e.g.
-    ``[Depends(require_admin)]``) run before the stats and metrics routes, to protect them; the
-    health routes stay open to probes.
+    Stats and metrics tell anyone who can read them how loaded the pools are, so they are off
+    unless the app turns them on: behind ``dependencies`` (e.g. ``[Depends(require_admin)]``,
+    which run before those two routes), or on an app of their own served on an internal port
+    (see the FastAPI guide). A path set to ``None`` turns its route off; the health routes stay
+    open to probes.
     """
     if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
         raise ValueError(

@@ -160,7 +160,7 @@ async def test_stats_are_the_pools_snapshots(tmp_path: Path) -> None:
     primary = sqlite_pool(tmp_path, "primary", max_size=3)
     replica = sqlite_pool(tmp_path, "replica", max_size=2)
     app = FastAPI(lifespan=lifespan(primary, replica))
-    install(app)
+    install(app, stats_path="/pool/stats", metrics_path="/metrics")
     async with running(app) as client:
         async with primary.acquire():
             response = await client.get("/pool/stats")
@@ -177,7 +177,7 @@ async def test_stats_are_the_pools_snapshots(tmp_path: Path) -> None:
 async def test_metrics_in_the_prometheus_format(tmp_path: Path) -> None:
     pool = sqlite_pool(tmp_path, "orders")
     app = FastAPI(lifespan=lifespan(pool))
-    install(app)
+    install(app, stats_path="/pool/stats", metrics_path="/metrics")
     async with running(app) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
@@ -190,7 +190,7 @@ async def test_no_metrics_route_without_prometheus_client(
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
     app = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path)))
-    install(app)
+    install(app, stats_path="/pool/stats", metrics_path="/metrics")
     async with running(app) as client:
         assert (await client.get("/metrics")).status_code == 404
         assert (await client.get("/pool/stats")).status_code == 200
@@ -220,7 +220,7 @@ async def test_routes_stay_out_of_the_openapi_schema_unless_asked(tmp_path: Path
     hidden = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path, "hidden")))
     install(hidden)
     shown = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path, "shown")))
-    install(shown, include_in_schema=True)
+    install(shown, include_in_schema=True, stats_path="/pool/stats", metrics_path="/metrics")
     assert hidden.openapi()["paths"] == {}
     assert set(shown.openapi()["paths"]) == {
         "/health/live",
@@ -256,6 +256,16 @@ def test_install_names_the_option_at_fault(
     )  # nothing was added before the refusal
 
 
+async def test_stats_and_metrics_are_off_unless_turned_on(tmp_path: Path) -> None:
+    """They tell anyone how loaded the pool is: an app opts in, and guards them."""
+    app = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path)))
+    install(app)
+    async with running(app) as client:
+        for path in ("/pool/stats", "/metrics"):
+            assert (await client.get(path)).status_code == 404, path
+        assert (await client.get("/health/ready")).status_code == 200
+
+
 async def test_stats_and_metrics_can_be_protected(tmp_path: Path) -> None:
     def require_admin(x_token: Annotated[str | None, Header()] = None) -> None:
         if x_token is None:
@@ -264,7 +274,12 @@ async def test_stats_and_metrics_can_be_protected(tmp_path: Path) -> None:
             raise HTTPException(403, "admins only")
 
     app = FastAPI(lifespan=lifespan(sqlite_pool(tmp_path)))
-    install(app, dependencies=[Depends(require_admin)])
+    install(
+        app,
+        stats_path="/pool/stats",
+        metrics_path="/metrics",
+        dependencies=[Depends(require_admin)],
+    )
     async with running(app) as client:
         for path in ("/pool/stats", "/metrics"):
             assert (await client.get(path)).status_code == 401, path
@@ -277,7 +292,7 @@ async def test_stats_and_metrics_can_be_protected(tmp_path: Path) -> None:
 
 async def test_routes_without_the_lifespan_say_what_to_do() -> None:
     app = FastAPI()
-    install(app)
+    install(app, stats_path="/pool/stats", metrics_path="/metrics")
     transport = httpx.ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         for path in ("/health/ready", "/pool/stats", "/metrics"):
@@ -294,7 +309,7 @@ async def test_a_pool_name_that_is_not_valid_utf8_cannot_fail_a_route(tmp_path: 
         f"sqlite:///{tmp_path / 'odd.db'}", name=name, max_size=1, acquire_timeout=0.05
     )
     app = FastAPI(lifespan=lifespan(pool))
-    install(app)
+    install(app, stats_path="/pool/stats", metrics_path="/metrics")
 
     @app.get("/busy")
     async def busy(conn: Annotated[Any, Depends(connection)]) -> None:

@@ -4,8 +4,9 @@ Run it with ``examples/serve``, or ``uvicorn --app-dir examples --factory notes.
 The database is ``$DATABASE_URL`` (``postgresql://...`` or ``sqlite:///...``), and by default
 the SQLite file ``notes.db`` next to this module. The table is created at start-up if missing.
 
-Besides ``/notes``, :func:`aiodbpool.integrations.fastapi.install` adds ``/health/live``,
-``/health/ready``, ``/pool/stats`` and ``/metrics``, and answers 503 when no connection can be had.
+Besides ``/notes``, :func:`aiodbpool.integrations.fastapi.install` adds ``/health/live`` and
+``/health/ready``, and answers 503 when no connection can be had. The demo also turns on
+``/pool/stats`` and ``/metrics``, which are off by default: it serves on localhost.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def create_app(database_url: str | None = None, **pool_options: Any) -> FastAPI:
             yield
 
     app = FastAPI(title="notes", lifespan=start_and_stop)
-    install(app)
+    # Stats and metrics are off by default (they show the pool's load to whoever asks); the demo
+    # serves on localhost, so it turns them on. A public app guards them or serves them on an
+    # internal port: see docs/fastapi.md.
+    install(app, stats_path="/pool/stats", metrics_path="/metrics")
     app.include_router(_notes_router(queries))
     return app
 
