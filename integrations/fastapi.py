@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -371,6 +372,7 @@ def install(
     metrics_path: str | None = None,
     dependencies: Sequence[params.Depends] = (),
     ready_timeout: float = 1.0,
+    ready_cache: float = 1.0,
     retry_after: int = 1,
     include_in_schema: bool = False,
 ) -> None:
@@ -384,7 +386,11 @@ def install(
     * ``live_path``: 200 while the process serves requests.
     * ``ready_path``: each pool lends a connection and pings it within ``ready_timeout``
       seconds; 200 when all succeed, else 503. Keep it below the probe's own timeout. Each
-      pool's answer also says whether its circuit breaker is ``"open"`` or ``"closed"``.
+      pool's answer also says whether its circuit breaker is ``"open"`` or ``"closed"``. The
+      check never queues behind the app's own requests: a pool with nothing free to lend is
+      reported from its own state (busy with a closed breaker: ready). One check runs per pool
+      at a time, its answer shared by every probe that asks meanwhile and kept ``ready_cache``
+      seconds, so a flood of readiness requests cannot take connections from real ones.
     * ``stats_path`` (off unless given, e.g. ``"/pool/stats"``): every pool's ``PoolStats`` as
       JSON.
     * ``metrics_path`` (off unless given, e.g. ``"/metrics"``): the pools' metrics in
@@ -403,6 +409,10 @@ def install(
     if not _seconds(ready_timeout, zero_allowed=False):
         raise ValueError(
             f"install(): ready_timeout must be a number of seconds > 0, got {ready_timeout!r}"
+        )
+    if not _seconds(ready_cache, zero_allowed=True):
+        raise ValueError(
+            f"install(): ready_cache must be a number of seconds >= 0, got {ready_cache!r}"
         )
     paths = {
         "live_path": live_path,
@@ -447,12 +457,18 @@ def install(
             live_path, _live, methods=["GET"], include_in_schema=include_in_schema, tags=["health"]
         )
     if ready_path is not None:
+        readiness: weakref.WeakKeyDictionary[Pool[Any], _Readiness] = weakref.WeakKeyDictionary()
 
         async def ready(request: Request) -> JSONResponse:
             """Whether every pool can lend a working connection now."""
             registered = _open_pools(request)
             checks = await asyncio.gather(
-                *(_check(pool, ready_timeout) for pool in registered.values())
+                *(
+                    readiness.setdefault(pool, _Readiness()).answer(
+                        pool, ready_timeout, ready_cache
+                    )
+                    for pool in registered.values()
+                )
             )
             by_name = dict(zip(registered, checks, strict=True))
             fit = all(check["status"] == "ok" for check in checks)
@@ -504,18 +520,88 @@ async def _stats(request: Request) -> JSONResponse:
     )
 
 
+READY_WARNING_INTERVAL: Final = 60.0
+"""Seconds between two warnings about one pool's failed readiness checks (the others are
+logged at DEBUG): probes every few seconds during an outage would otherwise flood the log."""
+
+
+class _Readiness:
+    """One pool's readiness: one check at a time, its answer shared and kept for a while.
+
+    Probes, and anyone else who can reach the route, may ask as often as they like: the pool
+    sees at most one check per ``cache`` seconds, never a queue of borrowers competing with the
+    app's own requests for connections.
+    """
+
+    __slots__ = ("_answer", "_checked_at", "_checking", "_warned_at")
+
+    def __init__(self) -> None:
+        self._answer: dict[str, Any] | None = None
+        self._checked_at = -math.inf
+        self._checking: asyncio.Future[dict[str, Any]] | None = None
+        self._warned_at = -math.inf
+
+    async def answer(self, pool: Pool[Any], timeout: float, cache: float) -> dict[str, Any]:
+        fresh = time.monotonic() - self._checked_at < cache
+        if self._answer is not None and fresh and not pool.closed:
+            return self._answer
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._check(pool, timeout))
+        # cancel: only this probe stops waiting; the check goes on for the others
+        return await asyncio.shield(self._checking)
+
+    async def _check(self, pool: Pool[Any], timeout: float) -> dict[str, Any]:
+        answer = await _check(pool, timeout)
+        now = time.monotonic()
+        self._answer, self._checked_at = answer, now
+        if answer["status"] != "ok":
+            warn = now - self._warned_at >= READY_WARNING_INTERVAL
+            if warn:
+                self._warned_at = now
+            logger.log(
+                logging.WARNING if warn else logging.DEBUG,
+                "pool %r is not ready (%s): %s",
+                pool.name,
+                answer["reason"],
+                answer.pop("error"),
+            )
+        return answer
+
+
 async def _check(pool: Pool[Any], timeout: float) -> dict[str, Any]:
-    """Borrow a connection of ``pool`` and ping it, all within ``timeout`` seconds."""
+    """Borrow a connection of ``pool`` and ping it, all within ``timeout`` seconds, unless
+    borrowing would wait behind the app's own requests: then the pool's state answers."""
+    if pool.closed:
+        return {
+            "status": "unavailable",
+            "reason": "closed",
+            "breaker": _breaker(pool),
+            "error": "the pool is closing",
+        }
+    stats = pool.stats()
+    free = stats.idle > 0 or (stats.size < stats.max_size and not stats.breaker_open)
+    if stats.waiting or not free:
+        # Busy: every connection is lent (or requests already wait). A pool that can still
+        # open connections when it needs them is serving, only loaded.
+        if stats.breaker_open:
+            return {
+                "status": "unavailable",
+                "reason": "connect_error",
+                "breaker": "open",
+                "error": "the circuit breaker is open",
+            }
+        return {"status": "ok", "busy": True, "breaker": "closed"}
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), pool.acquire(timeout) as conn:
             await pool.driver.ping(conn)
     except Exception as error:
-        reason = _reason(error)
-        logger.warning(
-            "pool %r is not ready (%s): %s: %s", pool.name, reason, type(error).__name__, error
-        )
-        return {"status": "unavailable", "reason": reason, "breaker": _breaker(pool)}
+        return {
+            "status": "unavailable",
+            "reason": _reason(error),
+            "breaker": _breaker(pool),
+            "error": f"{type(error).__name__}: {error}",
+        }
     return {
         "status": "ok",
         "seconds": round(time.perf_counter() - started, 6),
