@@ -55,8 +55,9 @@ from _thread import get_ident
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
+from functools import partial
 from types import CodeType, FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 from . import _options
 from ._calls import begin, call_with_timeout
@@ -907,7 +908,7 @@ class Pool(Generic[C]):
             return  # _connect already freed the slot and counted the error
         self._return_to_pool(task.result(), self._clock())
 
-    def _check_loop(self, action: str = "use") -> None:
+    def _check_loop(self, action: Literal["use", "close"] = "use") -> None:
         """Refuse a call from an event loop other than the pool's, or from a forked child: its
         connections, futures and tasks belong to the loop (and process) that opened it."""
         if self._pid != os.getpid():
@@ -938,51 +939,31 @@ class Pool(Generic[C]):
 
     def _refuse_release_from_elsewhere(self, conn: object) -> None:
         """Refuse a release from another event loop or a forked child, and never pool the
-        connection again: it may have been used from that loop, which leaves it broken.
-
-        The pool's own loop drops it (the books belong to that loop and are changed only
-        there); if that loop has ended, so has the connection, and it is only forgotten.
-        """
+        connection again: it may have been used from that loop, which leaves it broken."""
         try:
             self._check_loop()
         except RuntimeError:
-            loop = self._loop
-            if self._pid == os.getpid() and loop is not None:
-                if loop.is_closed():
-                    self._forget_released_elsewhere(id(conn))
-                else:
-                    loop.call_soon_threadsafe(self._drop_released_elsewhere, id(conn))
+            if self._pid == os.getpid():  # (a forked child's copy of the books is left alone)
+                self._in_own_loop(partial(self._drop_released_elsewhere, id(conn)))
             raise
 
-    def _drop_released_elsewhere(self, key: int) -> None:
-        """Close a connection released from another loop (run in the pool's loop)."""
-        record = self._end_lend_elsewhere(key)
-        if record is not None:
-            self._drop(record, "discarded", hard=True)
-
-    def _forget_released_elsewhere(self, key: int) -> None:
-        """Unbook a connection released from another loop after the pool's loop ended."""
-        record = self._end_lend_elsewhere(key)
-        if record is not None:
-            del self._in_use[id(record.conn)]
-            self._counters.discarded += 1
-
-    def _end_lend_elsewhere(self, key: int) -> _Record[C] | None:
+    def _drop_released_elsewhere(self, key: int, loop_gone: bool) -> None:
+        """End the lend of a connection released from another loop, and let it go."""
         record = self._lent.get(key)
         if record is None:
-            return None  # given back in the pool's own loop meanwhile, or closed
+            return  # given back in the pool's own loop meanwhile, or closed
         holder = self._unlend(record)
         if isinstance(holder, Lease):
             leftover = holder._end("released")
             if leftover is not None:
                 leftover.close()  # its statements ran in the other loop: nothing to wait for
-        return record
+        self._let_go(record, "discarded", loop_gone)
 
     def _unlend(self, record: _Record[C]) -> object:
         """Take a lent record off ``_lent``; return what its borrower holds (the lease, or the
         connection), or None if it was not lent or its lease is already gone."""
         handle, record.handle = record.handle, None
-        holder = handle() if isinstance(handle, weakref.ref) else handle
+        holder = _deref(handle)
         if holder is not None and self._lent.get(id(holder)) is record:
             del self._lent[id(holder)]
         elif handle is not None:
@@ -994,20 +975,10 @@ class Pool(Generic[C]):
 
     def _lease_collected(self, ref: weakref.ref[Any]) -> None:
         """A lease was garbage-collected while lent: its holder dropped it without a release.
+        Called by the weak reference's callback, in whichever thread dropped the lease."""
+        self._in_own_loop(partial(self._reclaim, ref))
 
-        Called by the weak reference's callback, in whichever thread dropped the lease: the
-        books change only in the pool's own loop. If that loop has ended (or this is a forked
-        child), the connection went with it and is only forgotten.
-        """
-        loop = self._loop
-        if get_ident() == self._thread and self._loop_running():
-            self._reclaim(ref)
-        elif loop is not None and not loop.is_closed() and self._pid == os.getpid():
-            loop.call_soon_threadsafe(self._reclaim, ref)
-        else:
-            self._reclaim(ref, loop_gone=True)
-
-    def _reclaim(self, ref: weakref.ref[Any], *, loop_gone: bool = False) -> None:
+    def _reclaim(self, ref: weakref.ref[Any], loop_gone: bool) -> None:
         """Take back the slot of a lease collected while lent, and close its connection (its
         borrower may have left it anywhere: inside a transaction, mid-statement)."""
         record = next((rec for rec in self._in_use.values() if rec.handle is ref), None)
@@ -1024,11 +995,31 @@ class Pool(Generic[C]):
             if stack is not None
             else "(Set leak_timeout to log where it was acquired.)",
         )
-        if loop_gone:
-            del self._in_use[id(record.conn)]
-            self._counters.reclaimed += 1
+        self._let_go(record, "reclaimed", loop_gone)
+
+    def _in_own_loop(self, step: Callable[[bool], None]) -> None:
+        """Run ``step``, a change of the books asked for from anywhere, where the books change:
+        at once in the pool's own loop; soon in it, from another thread; or at once with
+        ``loop_gone`` true if that loop has ended (or this is a forked child), when the
+        connections went with it and records are only forgotten."""
+        loop = self._loop
+        if get_ident() == self._thread and self._loop_running():
+            step(False)
+        elif loop is not None and not loop.is_closed() and self._pid == os.getpid():
+            loop.call_soon_threadsafe(step, False)
         else:
-            self._drop(record, "reclaimed", hard=True)
+            step(True)
+
+    def _let_go(
+        self, record: _Record[C], reason: Literal["discarded", "reclaimed"], loop_gone: bool
+    ) -> None:
+        """Close an unlent record's connection, whose lend ended without a release; after the
+        pool's loop has ended, only unbook it: the connection ended with the loop."""
+        if not loop_gone:
+            self._drop(record, reason, hard=True)
+            return
+        del self._in_use[id(record.conn)]
+        setattr(self._counters, reason, getattr(self._counters, reason) + 1)
 
     def _check_open(self) -> None:
         if self._state is _State.OPEN:
