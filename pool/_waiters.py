@@ -74,10 +74,6 @@ class Waiters(Generic[T]):
                 self._queue.pop(future, None)
             raise
 
-    async def wait(self, give_back: Callable[[T], None], *, first: bool = False) -> T:
-        """``join`` then ``take``: wait in line for a grant."""
-        return await self.take(self.join(first=first), give_back)
-
     def offer(self, grant: T) -> bool:
         """Give ``grant`` to the oldest waiter still waiting. Return False if nobody took it."""
         queue = self._queue

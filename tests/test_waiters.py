@@ -22,6 +22,11 @@ class _Returned:
         self.grants.append(grant)
 
 
+async def _wait(waiters: Waiters[str], give_back: _Returned, *, first: bool = False) -> str:
+    """Wait in line as the pool does: join, then take."""
+    return await waiters.take(waiters.join(first=first), give_back)
+
+
 def _length_is(waiters: Waiters[str], count: int) -> Callable[[], bool]:
     return lambda: len(waiters) == count
 
@@ -31,7 +36,7 @@ async def _queue(
 ) -> list[asyncio.Task[str]]:
     tasks = []
     for number in range(1, count + 1):
-        tasks.append(asyncio.create_task(waiters.wait(give_back)))
+        tasks.append(asyncio.create_task(_wait(waiters, give_back)))
         await wait_until(_length_is(waiters, number))
     return tasks
 
@@ -50,7 +55,7 @@ async def test_grants_go_to_waiters_in_arrival_order() -> None:
 async def test_a_waiter_that_already_had_its_turn_goes_first() -> None:
     waiters: Waiters[str] = Waiters()
     queued = await _queue(waiters, _Returned(), 2)
-    again = asyncio.create_task(waiters.wait(_Returned(), first=True))
+    again = asyncio.create_task(_wait(waiters, _Returned(), first=True))
     await wait_until(_length_is(waiters, 3))
 
     for grant in ("a", "b", "c"):
@@ -123,7 +128,7 @@ async def test_a_waiter_timing_out_leaves_the_queue() -> None:
 
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
-            await waiters.wait(give_back)
+            await _wait(waiters, give_back)
 
     assert len(waiters) == 0
     assert give_back.grants == []
@@ -167,7 +172,7 @@ async def test_leaving_the_queue_does_not_search_it(
     monkeypatch.setattr(_ComparedFuture, "comparisons", 0)
     waiters: Waiters[str] = Waiters()
     count = 2_000
-    tasks = [asyncio.create_task(waiters.wait(_Returned())) for _ in range(count)]
+    tasks = [asyncio.create_task(_wait(waiters, _Returned())) for _ in range(count)]
     await wait_until(_length_is(waiters, count))
 
     for task in reversed(tasks) if order == "newest first" else tasks:
