@@ -551,10 +551,10 @@ class _Readiness:
         return await asyncio.shield(self._checking)
 
     async def _check(self, pool: Pool[Any], timeout: float) -> dict[str, Any]:
-        answer = await _check(pool, timeout)
+        answer, failure = await _check(pool, timeout)
         now = time.monotonic()
         self._answer, self._checked_at = answer, now
-        if answer["status"] != "ok":
+        if failure:
             warn = now - self._warned_at >= READY_WARNING_INTERVAL
             if warn:
                 self._warned_at = now
@@ -563,50 +563,39 @@ class _Readiness:
                 "pool %r is not ready (%s): %s",
                 pool.name,
                 answer["reason"],
-                answer.pop("error"),
+                failure,
             )
         return answer
 
 
-async def _check(pool: Pool[Any], timeout: float) -> dict[str, Any]:
+async def _check(pool: Pool[Any], timeout: float) -> tuple[dict[str, Any], str]:
     """Borrow a connection of ``pool`` and ping it, all within ``timeout`` seconds, unless
-    borrowing would wait behind the app's own requests: then the pool's state answers."""
+    borrowing would wait behind the app's own requests: then the pool's state answers.
+
+    Returns the pool's readiness answer, and what went wrong for the log ("" when ready).
+    """
     if pool.closed:
-        return {
-            "status": "unavailable",
-            "reason": "closed",
-            "breaker": _breaker(pool),
-            "error": "the pool is closing",
-        }
+        return _not_ready("closed", pool, "the pool is closing")
     stats = pool.stats()
     free = stats.idle > 0 or (stats.size < stats.max_size and not stats.breaker_open)
     if stats.waiting or not free:
         # Busy: every connection is lent (or requests already wait). A pool that can still
         # open connections when it needs them is serving, only loaded.
         if stats.breaker_open:
-            return {
-                "status": "unavailable",
-                "reason": "connect_error",
-                "breaker": "open",
-                "error": "the circuit breaker is open",
-            }
-        return {"status": "ok", "busy": True, "breaker": "closed"}
+            return _not_ready("connect_error", pool, "the circuit breaker is open")
+        return {"status": "ok", "busy": True, "breaker": "closed"}, ""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), pool.acquire(timeout) as conn:
             await pool.driver.ping(conn)
     except Exception as error:
-        return {
-            "status": "unavailable",
-            "reason": _reason(error),
-            "breaker": _breaker(pool),
-            "error": f"{type(error).__name__}: {error}",
-        }
-    return {
-        "status": "ok",
-        "seconds": round(time.perf_counter() - started, 6),
-        "breaker": _breaker(pool),
-    }
+        return _not_ready(_reason(error), pool, f"{type(error).__name__}: {error}")
+    seconds = round(time.perf_counter() - started, 6)
+    return {"status": "ok", "seconds": seconds, "breaker": _breaker(pool)}, ""
+
+
+def _not_ready(reason: str, pool: Pool[Any], failure: str) -> tuple[dict[str, Any], str]:
+    return {"status": "unavailable", "reason": reason, "breaker": _breaker(pool)}, failure
 
 
 def _breaker(pool: Pool[Any]) -> str:
