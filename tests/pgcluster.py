@@ -27,6 +27,7 @@ Use it as a context manager, or call :meth:`PgCluster.start` and :meth:`PgCluste
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -34,6 +35,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -146,6 +148,57 @@ def _server_account() -> pwd.struct_passwd | None:
         ) from None
 
 
+def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` may enter every directory from ``/`` down to ``path``."""
+    for folder in (path, *path.parents):
+        info = folder.stat()
+        if info.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == account.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
+
+
+def _runnable_bin_dir(bin_dir: Path, account: pwd.struct_passwd | None) -> Path:
+    """``bin_dir``, or the same programs copied where the server's account can run them.
+
+    As root the servers run as ``SERVER_USER``, which cannot run programs inside a directory it
+    may not enter: a clone in a home directory of mode 0700, or in ``mktemp -d``. Rather than
+    change the permissions of the user's own directories, the PostgreSQL install is copied once
+    into the temporary directory, under a name that changes with the install, and shared by
+    later sessions. Its programs find their libraries relative to themselves (``$ORIGIN``), in
+    ``pginstall/lib`` and in the wheel's ``pgserver.libs`` beside the package: the copy keeps
+    that layout, ``pgserver/pginstall`` and ``pgserver.libs``.
+    """
+    if account is None or _reachable(bin_dir, account):
+        return bin_dir
+    install = bin_dir.parent  # .../pgserver/pginstall
+    package = install.parent
+    wheel_libs = package.parent / f"{package.name}.libs"
+    postgres = (bin_dir / "postgres").stat()
+    key = hashlib.sha256(f"{install}|{postgres.st_size}|{postgres.st_mtime_ns}".encode())
+    copy = Path(tempfile.gettempdir()) / f"aiodbpool-pginstall-{key.hexdigest()[:16]}"
+    copied_bin = copy / package.name / install.name / bin_dir.name
+    if not (copied_bin / "pg_ctl").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="aiodbpool-pginstall-"))
+        try:
+            shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+            if wheel_libs.is_dir():
+                shutil.copytree(wheel_libs, staging / wheel_libs.name, symlinks=True)
+            staging.chmod(0o755)  # (mkdtemp made it 0700)
+            os.rename(staging, copy)  # whole or not at all: another session may race us
+        except OSError:
+            if not (copied_bin / "pg_ctl").is_file():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied_bin
+
+
 def _tail(path: Path, lines: int) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -174,6 +227,7 @@ class PgCluster:
         password: str | None = None,
         database: str = "aiodbpool",
         max_connections: int = 200,
+        bin_dir: Path | None = None,
     ) -> None:
         for name in (user, database):
             if not _IDENTIFIER.fullmatch(name):
@@ -183,7 +237,7 @@ class PgCluster:
         self._password = password if password is not None else secrets.token_hex(12)
         self._database = database
         self._max_connections = max_connections
-        self._bin = postgres_bin_dir()
+        self._bin = bin_dir or postgres_bin_dir()
         # The account the servers run as (None: this process's own), found at the first start.
         self._account: pwd.struct_passwd | None = None
         # The temporary directory holding everything; None before the first start and after close.
@@ -489,6 +543,7 @@ ignore_startup_parameters = extra_float_digits
 
     def _create(self) -> None:
         self._account = _server_account()
+        self._bin = _runnable_bin_dir(self._bin, self._account)
         self._port = free_port()
         self._base = Path(tempfile.mkdtemp(prefix="aiodbpool-pg-"))
         atexit.register(self.close)

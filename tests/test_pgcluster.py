@@ -7,9 +7,13 @@ queries through in transaction mode.
 
 from __future__ import annotations
 
+import shutil
+import stat
+from pathlib import Path
+
 import asyncpg
 import pytest
-from pgcluster import PgCluster, PgClusterError
+from pgcluster import PgCluster, PgClusterError, postgres_bin_dir
 
 
 async def test_the_app_role_logs_in_with_its_password_over_tcp(pg_cluster: PgCluster) -> None:
@@ -124,3 +128,25 @@ def test_a_failed_start_says_why_from_the_server_log() -> None:
             conf.write("max_connections = plenty\n")
         with pytest.raises(PgClusterError, match=r"(?s)pg_ctl start failed.*max_connections"):
             cluster.start()
+
+
+async def test_the_server_runs_from_a_clone_inside_a_private_directory(tmp_path: Path) -> None:
+    """A clone in a 0700 directory (a home directory, ``mktemp -d``): as root, the server runs as
+    another account, which may not enter it. The cluster then runs a copy of the programs, and
+    the user's directory keeps its mode."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    installed = postgres_bin_dir().parent.parent  # .../site-packages/pgserver
+    site = private / "site-packages"
+    shutil.copytree(installed / "pginstall", site / "pgserver" / "pginstall", symlinks=True)
+    libs = installed.parent / "pgserver.libs"  # where the wheel keeps the shared libraries
+    if libs.is_dir():
+        shutil.copytree(libs, site / "pgserver.libs", symlinks=True)
+
+    with PgCluster(bin_dir=site / "pgserver" / "pginstall" / "bin") as cluster:
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
