@@ -11,7 +11,10 @@ looks to a client:
 
 It is tuned for speed, not durability (``fsync``, ``synchronous_commit`` and ``full_page_writes``
 off), and has room for 200 connections. PostgreSQL and pgbouncer refuse to run as root: when the
-tests run as root, both run as the system user ``aiodbpool``, created on first use.
+tests run as root, both run as the system user ``aiodbpool``, created on first use. If that user
+may not enter the directories of the installed ``pgserver`` (a clone in a home directory of mode
+0700, or in ``mktemp -d``), the cluster runs a copy of its programs kept in the temporary
+directory; the user's own directories are left as they are.
 
 Every step that fails raises :class:`PgClusterError` with the end of the server's log, so a CI
 log says why. A cluster that is not closed is stopped and deleted at interpreter exit, and, should
