@@ -74,18 +74,17 @@ class _Resume:
         coro = self._coro
         to_yield = self._first_yield
         while True:
+            thrown: BaseException | None = None
             try:
                 sent = yield to_yield
             except GeneratorExit:
                 coro.close()
                 raise
-            except BaseException as thrown:  # cancellation by the timeout or the caller
-                try:
-                    to_yield = coro.throw(thrown)
-                except StopIteration as finished:
-                    return finished.value
-            else:
-                try:
-                    to_yield = coro.send(sent)
-                except StopIteration as finished:
-                    return finished.value
+            except BaseException as error:  # the awaited future's error, or a cancellation
+                thrown = error
+            # Thrown in outside the except block, as a native await would: inside it, an
+            # error the coroutine raises while handling this one would get it as __context__.
+            try:
+                to_yield = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as finished:
+                return finished.value

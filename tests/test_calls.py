@@ -180,3 +180,26 @@ async def test_caller_cancellation_reaches_the_suspended_call() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log == ["ended"]
+
+
+async def _replace_what_is_thrown_in(future: asyncio.Future[None]) -> None:
+    try:
+        await future
+    except ValueError:
+        replacement = RuntimeError("raised after handling the ValueError")
+    raise replacement
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+async def test_an_error_raised_after_handling_a_thrown_one_is_not_chained_to_it(
+    timeout: float | None,
+) -> None:
+    """As with a native ``await``: the resumed call raises outside its ``except`` block, so its
+    error has no ``__context__`` (a driver relies on this to drop an error it replaced)."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(future.set_exception, ValueError("thrown in"))
+
+    with pytest.raises(RuntimeError) as raised:
+        await call_with_timeout(_replace_what_is_thrown_in(future), timeout)
+
+    assert raised.value.__context__ is None
