@@ -45,6 +45,7 @@ from typing import Any, ClassVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
 from aiodbpool import Lease, TransactionStatus, guarded_statement, raw_connection
+from aiodbpool.redaction import redact_url
 
 __all__ = [
     "FakeClock",
@@ -807,7 +808,7 @@ def from_url(url: str, **options: Any) -> FakeDriver:
     """
     parts = urlsplit(url)
     if parts.scheme != "fake":
-        raise ValueError(f"not a fake:// URL: {url!r}")
+        raise ValueError(f"not a fake:// URL: {redact_url(url)!r}")
     params: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _LATENCY_OPTIONS:

@@ -32,7 +32,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ClassVar, Final, Literal, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from asyncpg.connection import _ConnectionProxy
@@ -45,7 +45,7 @@ from aiodbpool import (
     guarded_statement,
     raw_connection,
 )
-from aiodbpool.url import redact_url
+from aiodbpool.redaction import Secrets, check_userinfo, redact_url, url_secrets
 
 __all__ = ["PostgresDriver", "ReleasedConnectionError", "ResetMode", "from_url"]
 
@@ -231,6 +231,11 @@ class PostgresDriver:
             )
         self._dsn = dsn
         self._password = password
+        # What no error leaving connect() may quote: the DSN's passwords, the password given,
+        # and the last values a password function returned.
+        self._secrets = Secrets(url_secrets(dsn) if dsn is not None else ())
+        if isinstance(password, str):
+            self._secrets.add(password)
         self._init = init
         self._reset_mode: ResetMode = reset
         self._connect_options = connect_options
@@ -241,9 +246,24 @@ class PostgresDriver:
         return self._reset_mode
 
     async def connect(self) -> asyncpg.Connection:
-        """Open a connection and run the ``init`` callback on it."""
+        """Open a connection and run the ``init`` callback on it.
+
+        An error that quotes the password (or a piece of it) is replaced by an
+        ``aiodbpool.RedactedError`` before it leaves: asyncpg and the server may echo parts of
+        a DSN back, and the pool puts the error in its messages and logs.
+        """
+        try:
+            return await self._connect()
+        except Exception as error:
+            failure = self._secrets.scrub_error(error)
+            if failure is error:
+                raise
+        # Raised outside the except block, so the original is not chained as the context.
+        raise failure
+
+    async def _connect(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, password=self._password, **self._connect_options
+            self._dsn, password=await self._current_password(), **self._connect_options
         )
         if self._init is not None:
             try:
@@ -254,6 +274,20 @@ class PostgresDriver:
                 conn.terminate()
                 raise
         return conn
+
+    async def _current_password(self) -> str | None:
+        """The password for the next connect: the one given, or the password function's answer
+        (remembered, so that errors quoting it are scrubbed)."""
+        password = self._password
+        if password is None or isinstance(password, str):
+            return password
+        answer = password()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not isinstance(answer, str):
+            raise TypeError(f"the password function returned {type(answer).__name__}, not a string")
+        self._secrets.remember(answer)
+        return answer
 
     async def close(self, conn: asyncpg.Connection) -> None:
         """Close politely: tell the server goodbye and wait for the socket to close."""
@@ -320,18 +354,40 @@ def from_url(url: str, **options: Any) -> PostgresDriver:
 
 
 def _check_dsn(dsn: object) -> None:
-    """Refuse a DSN asyncpg would only reject at the first connect, with a redacted message."""
+    """Refuse a DSN asyncpg would reject only at the first connect, or would read differently
+    from what was meant, with a message that quotes no password."""
     if not isinstance(dsn, str):
         raise TypeError(f"dsn must be a string, got {type(dsn).__name__}")
+    check_userinfo(dsn)
     parts = urlsplit(dsn)
     if parts.scheme not in _SCHEMES:
         raise ValueError(
             f"not a PostgreSQL URL: {redact_url(dsn)!r} (expected "
             "postgresql://user:password@host:port/database)"
         )
+    if parts.fragment or dsn.endswith("#"):
+        raise ValueError(
+            f"the PostgreSQL URL {redact_url(dsn)!r} has a '#', which ends a URL: in a password "
+            "or a parameter, percent-encode it as %23"
+        )
+    if parts.query and not _readable_query(parts.query):
+        raise ValueError(
+            f"the query of the PostgreSQL URL {redact_url(dsn)!r} has a part without "
+            "'name=value' (an '&' in a value must be percent-encoded as %26)"
+        )
     # asyncpg accepts several hosts, for failover: postgresql://user@host1:5432,host2:5433/db
     for host_and_port in parts.netloc.rpartition("@")[2].split(","):
         _check_host(dsn, host_and_port)
+
+
+def _readable_query(query: str) -> bool:
+    """Whether asyncpg can read ``query``. (Its error quotes the part it cannot read, which
+    may be a piece of a password, so even its ``__context__`` must not reach the caller.)"""
+    try:
+        parse_qs(query, strict_parsing=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_host(dsn: str, host_and_port: str) -> None:

@@ -28,6 +28,7 @@ from .errors import (
     PoolError,
     PoolExhausted,
     PoolTimeout,
+    RedactedError,
 )
 from .histogram import DurationHistogram
 from .lease import Lease, guarded_attribute, guarded_method, guarded_statement, raw_connection
@@ -46,6 +47,7 @@ __all__ = [
     "PoolExhausted",
     "PoolStats",
     "PoolTimeout",
+    "RedactedError",
     "SupportsAclose",
     "SupportsInterrupt",
     "SupportsLease",

@@ -14,6 +14,7 @@ __all__ = [
     "PoolError",
     "PoolExhausted",
     "PoolTimeout",
+    "RedactedError",
 ]
 
 
@@ -58,6 +59,20 @@ class ConnectionReleased(Exception):
         self.pool_name = pool_name
 
 
+class RedactedError(Exception):
+    """An error whose text quoted a secret, shown with the secret replaced by ``***``.
+
+    A driver puts it in place of such an error before the error leaves it (see
+    ``aiodbpool.redaction.Secrets.scrub_error``), so a password never reaches a message, a log
+    or a traceback. ``original_type`` names the replaced error's type; the traceback is the
+    original's.
+    """
+
+    def __init__(self, message: str, *, original_type: str) -> None:
+        super().__init__(message)
+        self.original_type = original_type
+
+
 for _error in (
     PoolError,
     PoolTimeout,
@@ -65,6 +80,7 @@ for _error in (
     PoolExhausted,
     PoolConnectError,
     ConnectionReleased,
+    RedactedError,
 ):
     _error.__module__ = "aiodbpool"
 del _error

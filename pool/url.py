@@ -10,6 +10,10 @@ registers one in its ``pyproject.toml``:
 
 Keyword arguments of ``create_pool`` that are options of ``aiodbpool.Pool`` configure
 the pool; all others are passed to the driver's factory.
+
+Every URL is checked before a driver sees it: a password typed without percent-encoding, which
+parsers would split in different places, is refused here with a message that quotes none of it
+(see ``aiodbpool.redaction``, whose ``redact_url`` this module re-exports).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from ._pool import Pool
 from .driver import Driver
+from .redaction import check_userinfo, redact_url
 
 __all__ = ["create_pool", "redact_url"]
 
@@ -36,9 +41,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 # Characters no URL may hold unencoded; a trailing newline read from a file is the usual one.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-
-# ``password=...`` after the ``?`` or an ``&``, up to the next ``&`` or ``#``.
-_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def create_pool(url: str, **options: Any) -> Pool[Any]:
@@ -57,6 +59,7 @@ def create_pool(url: str, **options: Any) -> Pool[Any]:
             f"not a database URL: {redact_url(url)!r} (expected scheme://..., "
             "for example postgresql://user@host/db or sqlite:///app.db)"
         )
+    check_userinfo(url)
     scheme = match.group(1).lower()
     factory = _driver_factory(scheme)
     pool_options = {key: value for key, value in options.items() if key in _POOL_OPTIONS}
@@ -103,21 +106,3 @@ def _driver_factory(scheme: str) -> Callable[..., Driver[Any]]:
             f"the driver for {scheme!r} URLs cannot be imported ({error}): {hint}"
         ) from error
     return factory
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and error messages.
-
-    Malformed URLs are the ones quoted in error messages, so this does not rely on the scheme: the
-    user-info is the text between the last ``/`` and the first ``@`` (when no ``?`` or ``#``
-    comes before it), and the password is what follows its first ``:``. A ``password=`` query
-    parameter (libpq and asyncpg accept one) is hidden as well.
-    """
-    url = _PASSWORD_PARAMETER.sub(r"\1***", url)
-    at = url.find("@")
-    if at < 0 or "?" in url[:at] or "#" in url[:at]:
-        return url
-    colon = url.find(":", url.rfind("/", 0, at) + 1, at)
-    if colon < 0:
-        return url
-    return f"{url[: colon + 1]}***{url[at:]}"

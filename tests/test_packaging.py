@@ -87,6 +87,7 @@ def test_public_names_are_the_documented_contract() -> None:
         "PoolExhausted",
         "PoolStats",
         "PoolTimeout",
+        "RedactedError",
         "SupportsAclose",
         "SupportsInterrupt",
         "SupportsLease",
