@@ -248,8 +248,8 @@ class PostgresDriver:
     async def connect(self) -> asyncpg.Connection:
         """Open a connection and run the ``init`` callback on it.
 
-        An error that quotes the password (or a piece of it) is replaced by an
-        ``aiodbpool.RedactedError`` before it leaves: asyncpg and the server may echo parts of
+        An error that quotes the password (or a piece of it) is scrubbed before it leaves
+        (``aiodbpool.redaction.Secrets.scrub_error``): asyncpg and the server may echo parts of
         a DSN back, and the pool puts the error in its messages and logs.
         """
         try:

@@ -60,12 +60,13 @@ class ConnectionReleased(Exception):
 
 
 class RedactedError(Exception):
-    """An error whose text quoted a secret, shown with the secret replaced by ``***``.
+    """An error whose text quoted a secret and could not be scrubbed in place, shown with the
+    secret replaced by ``***``.
 
-    A driver puts it in place of such an error before the error leaves it (see
-    ``aiodbpool.redaction.Secrets.scrub_error``), so a password never reaches a message, a log
-    or a traceback. ``original_type`` names the replaced error's type; the traceback is the
-    original's.
+    A driver scrubs its errors before they leave it (``aiodbpool.redaction.Secrets.scrub_error``),
+    so a password never reaches a message, a log or a traceback. Most errors are scrubbed in
+    place and keep their type; this one stands in for the rest. ``original_type`` names the
+    replaced error's type; the traceback is the original's.
     """
 
     def __init__(self, message: str, *, original_type: str) -> None:

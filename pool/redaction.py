@@ -243,20 +243,22 @@ class Secrets:
         return self.scrub(text) != text
 
     def scrub_error(self, error: BaseException) -> BaseException:
-        """``error``, with every exception of its chain that quotes a secret replaced.
+        """``error``, with every exception of its chain that quotes a secret scrubbed.
 
         The chain is ``__cause__``, ``__context__`` and the members of exception groups. An
-        exception whose ``str``, ``repr`` or notes hold a secret becomes a ``RedactedError``
-        naming its type, with the scrubbed text and the same traceback; the others are kept as
-        they are (so ``isinstance`` checks on a driver's usual errors still work), only
-        relinked to the scrubbed rest of the chain.
+        exception whose ``str``, ``repr`` or notes hold a secret is scrubbed in place, its type
+        kept (so ``except`` clauses and ``isinstance`` checks still work): its ``args``, its
+        string attributes and its notes. If its text still holds a secret after that (a
+        ``__str__`` that builds its text from something else), it is replaced by a
+        ``RedactedError`` naming its type, with the scrubbed text and the same traceback. What
+        quotes no secret is kept as it is, only relinked to the scrubbed rest of the chain.
         """
         return self._scrubbed(error, {})
 
     def _scrubbed(self, error: BaseException, done: dict[int, BaseException]) -> BaseException:
         if id(error) in done:  # a chain may loop back
             return done[id(error)]
-        clean = self._clean_copy(error, done)
+        clean = self._clean(error, done)
         done[id(error)] = clean
         cause, context = error.__cause__, error.__context__
         clean.__cause__ = self._scrubbed(cause, done) if cause is not None else None
@@ -264,33 +266,61 @@ class Secrets:
         clean.__suppress_context__ = error.__suppress_context__
         return clean
 
-    def _clean_copy(self, error: BaseException, done: dict[int, BaseException]) -> BaseException:
-        """``error`` itself if it quotes no secret, else a copy that does not."""
+    def _clean(self, error: BaseException, done: dict[int, BaseException]) -> BaseException:
+        """``error`` if it quotes no secret or can be scrubbed in place, else a stand-in."""
         if isinstance(error, BaseExceptionGroup):
-            members = [self._scrubbed(member, done) for member in error.exceptions]
-            originals = error.exceptions
-            changed = any(new is not old for new, old in zip(members, originals, strict=True))
-            if self.leaks(error.message):
-                group: BaseExceptionGroup[BaseException] = BaseExceptionGroup(
-                    self.scrub(error.message), members
-                )
-            elif changed:
-                group = error.derive(members)
-            else:
-                group = error
-            if group is not error:
-                group.__traceback__ = error.__traceback__
-                _copy_notes(error, group, self)
-            return group
-        texts = _texts(error)
-        if texts is not None and not any(self.leaks(text) for text in texts):
+            return self._clean_group(error, done)
+        if not self._quotes_a_secret(error):
             return error
+        self._scrub_in_place(error)
+        if not self._quotes_a_secret(error):
+            return error
+        texts = _texts(error)
         shown = self.scrub(texts[0]) if texts is not None else "(its text could not be read)"
         original_type = f"{type(error).__module__}.{type(error).__qualname__}"
         redacted = RedactedError(f"{original_type}: {shown}", original_type=original_type)
         redacted.__traceback__ = error.__traceback__
         _copy_notes(error, redacted, self)
         return redacted
+
+    def _clean_group(
+        self, group: BaseExceptionGroup[BaseException], done: dict[int, BaseException]
+    ) -> BaseException:
+        """A group's message cannot be changed in place: a group that needs one is rebuilt."""
+        members = [self._scrubbed(member, done) for member in group.exceptions]
+        originals = group.exceptions
+        changed = any(new is not old for new, old in zip(members, originals, strict=True))
+        if self.leaks(group.message):
+            clean: BaseExceptionGroup[BaseException] = BaseExceptionGroup(
+                self.scrub(group.message), members
+            )
+        elif changed:
+            clean = group.derive(members)
+        else:
+            return group
+        clean.__traceback__ = group.__traceback__
+        _copy_notes(group, clean, self)
+        return clean
+
+    def _quotes_a_secret(self, error: BaseException) -> bool:
+        texts = _texts(error)
+        return texts is None or any(self.leaks(text) for text in texts)
+
+    def _scrub_in_place(self, error: BaseException) -> None:
+        """Scrub what an exception's text is usually made of: ``args``, the string attributes
+        (asyncpg's server errors keep ``detail`` and ``hint`` there; ``OSError`` its
+        ``strerror`` and file names) and the notes."""
+        error.args = tuple(self.scrub(arg) if isinstance(arg, str) else arg for arg in error.args)
+        attributes = list(vars(error))
+        if isinstance(error, OSError):
+            attributes += ["strerror", "filename", "filename2"]
+        for name in attributes:
+            value = getattr(error, name, None)
+            if isinstance(value, str):
+                setattr(error, name, self.scrub(value))
+        notes = getattr(error, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [self.scrub(note) if isinstance(note, str) else note for note in notes]
 
     def _all_forms(self) -> tuple[set[str], set[str]]:
         if not self._remembered:
@@ -314,9 +344,14 @@ def _forms(secret: str) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def _texts(error: BaseException) -> list[str] | None:
-    """What an exception shows of itself: ``str``, ``repr`` and notes (None if they raise)."""
+    """What an exception shows of itself: ``str``, ``repr`` and notes (None if they raise).
+
+    The ``repr`` without the type's name in front: a name from the code is no secret, however
+    much of a password it spells (``InvalidPasswordError`` and the password ``password1``).
+    """
     try:
-        return [str(error), repr(error), *map(str, getattr(error, "__notes__", ()))]
+        shown = repr(error).removeprefix(type(error).__name__)
+        return [str(error), shown, *map(str, getattr(error, "__notes__", ()))]
     except Exception:
         return None
 

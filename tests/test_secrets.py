@@ -247,30 +247,66 @@ def _raised(error: BaseException) -> BaseException:
         return caught
 
 
-def test_scrub_error_replaces_an_error_that_quotes_a_secret_down_the_whole_chain() -> None:
+def test_scrub_error_scrubs_in_place_down_the_whole_chain_keeping_the_types() -> None:
     secrets = Secrets(["hunter2-password"])
-    root = _raised(OSError("cannot resolve host 'hunter2-pass'"))
+    root = _raised(FileNotFoundError(2, "no such file", "/etc/hunter2-password"))
     middle = ValueError("parsing failed")
     middle.__context__ = root
-    top = _raised(KeyError("word: unknown"))
+    top = _raised(KeyError("hunter2-pass: unknown"))
     top.__cause__ = middle
     top.add_note("while connecting with hunter2-password")
 
     clean = secrets.scrub_error(top)
 
-    assert isinstance(clean, RedactedError)
-    assert clean.original_type == "builtins.KeyError"
-    assert clean.__traceback__ is top.__traceback__
-    assert clean.__cause__ is middle  # quoted nothing: kept, relinked
-    assert isinstance(middle.__context__, RedactedError)
-    assert middle.__context__.original_type == "builtins.OSError"
+    assert clean is top  # scrubbed in place: an except clause still catches it
+    assert clean.__cause__ is middle
+    assert middle.__context__ is root
+    assert str(root) == "[Errno 2] no such file: '/etc/***'"
+    assert str(top) == "'***: unknown'"
+    assert top.__notes__ == ["while connecting with ***"]
     for text in error_texts(clean):
         assert not leaked("hunter2-password", text), text
 
 
+def test_a_type_name_that_spells_part_of_a_password_is_no_leak() -> None:
+    """A password with a common word in it: the word goes from the message, the type stays."""
+    error = asyncpg.InvalidPasswordError('password authentication failed for user "app"')
+
+    clean = Secrets(["not-the-password"]).scrub_error(error)
+
+    assert clean is error
+    assert str(error) == '*** authentication failed for user "app"'
+
+
+class _Parts(Exception):
+    """An error that builds its text from something other than strings."""
+
+    def __init__(self, parts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def __str__(self) -> str:
+        return " ".join(self.parts)
+
+
+def test_an_error_that_cannot_be_scrubbed_in_place_is_replaced() -> None:
+    secrets = Secrets(["hunter2-password"])
+    cause = ValueError("plain")
+    error = _raised(_Parts(("login", "hunter2-password", "refused")))
+    error.__cause__ = cause
+
+    clean = secrets.scrub_error(error)
+
+    assert isinstance(clean, RedactedError)
+    assert clean.original_type == f"{__name__}._Parts"
+    assert str(clean) == f"{__name__}._Parts: login *** refused"
+    assert clean.__traceback__ is error.__traceback__
+    assert clean.__cause__ is cause
+
+
 def test_scrub_error_reaches_into_exception_groups_and_survives_loops() -> None:
     secrets = Secrets(["hunter2-password"])
-    first = OSError("tried hunter2-password")
+    first = _Parts(("tried", "hunter2-password"))
     second = OSError("refused")
     group = ExceptionGroup("all hosts failed", [first, second])
     group.__context__ = group  # a loop, as broken code may make
@@ -282,6 +318,16 @@ def test_scrub_error_reaches_into_exception_groups_and_survives_loops() -> None:
     assert clean.exceptions[1] is second
     for text in error_texts(clean):
         assert "hunter2" not in text
+
+
+def test_a_group_whose_message_quotes_a_secret_is_rebuilt() -> None:
+    group = ExceptionGroup("connecting with hunter2-password", [OSError("refused")])
+
+    clean = Secrets(["hunter2-password"]).scrub_error(group)
+
+    assert isinstance(clean, ExceptionGroup)
+    assert clean.message == "connecting with ***"
+    assert clean.exceptions == group.exceptions
 
 
 def test_an_error_whose_text_cannot_be_read_is_replaced() -> None:
@@ -304,11 +350,11 @@ def test_url_secrets_finds_every_form_of_the_password() -> None:
 # ------------------------------------------------------------------ the real driver
 
 
-async def test_an_error_quoting_part_of_the_password_becomes_a_redacted_error(
+async def test_a_server_error_quoting_part_of_the_password_is_scrubbed(
     probe_role: PgCluster,
 ) -> None:
     """An unencoded ``&`` cuts the password parameter short; what follows reaches the server as
-    a setting, and the server's refusal names it: the driver replaces that error."""
+    a setting, and the server's refusal names it: the driver scrubs that error."""
     await _set_probe_password(probe_role, "open-sesame")
     url = (
         f"postgresql://{PROBE_ROLE}@{probe_role.host}:{probe_role.port}/{probe_role.database}"
@@ -320,9 +366,8 @@ async def test_an_error_quoting_part_of_the_password_becomes_a_redacted_error(
             pass
 
     cause = failed.value.__cause__
-    assert isinstance(cause, RedactedError)
-    assert cause.original_type.startswith("asyncpg.exceptions.")
-    assert "unrecognized configuration parameter" in str(cause)
+    assert isinstance(cause, asyncpg.PostgresError)  # the type is kept
+    assert 'unrecognized configuration parameter "***"' in str(cause)
     for text in error_texts(failed.value):
         assert "secretpart" not in text
 
