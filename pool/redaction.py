@@ -107,11 +107,11 @@ def url_secrets(url: str) -> list[str]:
     if at:
         password = userinfo.partition(":")[2]
         found += [password, unquote(password)]
-    for value_start, value_end in _secret_parameter_values(url):
-        value = url[value_start:value_end]
-        # An unencoded "&" may have cut the password short, and its rest, read as another
-        # parameter, may reach the server and come back in an error: so the whole rest of the
-        # URL counts as secret.
+    for value_start, _ in _secret_parameter_values(url):
+        # The value as a query parser reads it, and, in case an unencoded "&" cut the password
+        # short (its rest, read as another parameter, may reach the server and come back in an
+        # error), the whole rest of the URL.
+        value = re.split("[&#]", url[value_start:], maxsplit=1)[0]
         found += [value, unquote_plus(value), url[value_start:]]
     return [secret for secret in found if secret]
 
@@ -124,18 +124,16 @@ def _split_authority(rest: str) -> tuple[str, str]:
 
 
 def _secret_parameter_values(url: str) -> Iterator[tuple[int, int]]:
-    """Where the value of each ``password=`` or ``sslpassword=`` parameter lies in ``url``.
+    """Where the value of each ``password=`` or ``sslpassword=`` parameter lies in ``url``,
+    taken to run to the end of the URL.
 
-    A value ends only where the next ``name=value`` parameter starts: a field without ``=``
-    after it, or a ``#``, may be the rest of a password with an unencoded ``&`` or ``#``.
+    Where it really ends cannot be known: an unencoded ``&`` in a password makes its rest look
+    like the next parameter (``password=ab&cd=ef``), and an unencoded ``#`` like a fragment.
     Parameter names are compared decoded and case-insensitively, as lenient parsers do.
     """
     for match in re.finditer(r"[?&]([^&=#]*)=", url):
-        if unquote_plus(match.group(1)).lower() not in SECRET_PARAMETERS:
-            continue
-        value_start = match.end()
-        following = re.compile(r"&[^&=#]*=").search(url, value_start)
-        yield value_start, following.start() if following else len(url)
+        if unquote_plus(match.group(1)).lower() in SECRET_PARAMETERS:
+            yield match.end(), len(url)
 
 
 # ------------------------------------------------------------------ redaction
@@ -147,7 +145,8 @@ def redact_url(url: str) -> str:
     When the URL's user information can be read without doubt, only the password goes:
     ``postgresql://app:***@db/app``. Otherwise everything from ``://`` (or from the start, for
     a malformed URL without it) to the last ``@`` goes: ``postgresql://***@db/app``. The
-    values of ``password`` and ``sslpassword`` query parameters go too.
+    value of a ``password`` or ``sslpassword`` query parameter goes too, with the rest of the
+    URL after it, where more of the password may hide: ``postgresql://db/app?password=***``.
     """
     spans = list(_secret_parameter_values(url))
     start = url.find("://")
