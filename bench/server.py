@@ -1,25 +1,22 @@
 """The PostgreSQL server the benchmarks measure against.
 
 ``$AIODBPOOL_BENCH_DSN`` if it is set; otherwise a throwaway server started for the run, the same
-one the test suite starts (``tests/pgcluster.py``, built from the ``pgserver`` package's
-binaries): TCP on 127.0.0.1 with ``scram-sha-256`` passwords, as an application sees a real
-server, so that connecting costs what it costs in production, authentication included.
+one the test suite starts (``aiodbpool.integrations.testing.PostgresServer``, built from the
+``pgserver`` package's binaries): TCP on 127.0.0.1 with ``scram-sha-256`` passwords, as an
+application sees a real server, so that connecting costs what it costs in production,
+authentication included.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = ["DSN_VARIABLE", "Server", "postgres"]
 
 DSN_VARIABLE = "AIODBPOOL_BENCH_DSN"
-
-_TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +34,9 @@ def postgres() -> Iterator[Server]:
     if configured:
         yield Server(configured, f"the server at ${DSN_VARIABLE}")
         return
-    # The test suite's cluster helper is a plain module in tests/, not part of the package.
-    if str(_TESTS) not in sys.path:
-        sys.path.insert(0, str(_TESTS))
-    from pgcluster import PgCluster
+    from aiodbpool.integrations.testing import PostgresServer
 
-    with PgCluster() as cluster:
+    with PostgresServer() as cluster:
         yield Server(
             cluster.dsn,
             "a throwaway PostgreSQL from the pgserver package's binaries, on 127.0.0.1 over TCP "

@@ -1,32 +1,34 @@
 """Shared test set-up: every async test runs twice, under asyncio's default loop and uvloop; and
-the PostgreSQL server (with pgbouncer) that the driver tests run on.
+what the PostgreSQL tests need beyond the fixtures of aiodbpool's own pytest plugin.
 
-PostgreSQL fixtures, all session-scoped and created only when a test asks for them:
+The plugin (``aiodbpool.integrations.testing.plugin``, loaded through its entry point) gives
+this suite, as it gives any user's: ``postgres_url`` (``$AIODBPOOL_TEST_DSN`` when set,
+otherwise the throwaway server's), ``postgres_server`` (the throwaway
+:class:`~aiodbpool.integrations.testing.PostgresServer`: the superuser, restarts, killed
+connections; started again after a test that left it stopped), ``postgres_pool``,
+``sqlite_pool`` and ``fake_pool``. See docs/testing.md.
 
-``pg_dsn``
-    Where ordinary driver tests connect: ``$AIODBPOOL_TEST_DSN`` when set (any server you like),
-    otherwise the application role of ``pg_cluster``.
-``pg_cluster``
-    A :class:`~pgcluster.PgCluster` of our own, for tests that need more than a DSN:
-    passwords over TCP, the superuser, restarts, killed connections. A test that stops the
-    server need not start it again: it is started after the test if it is down.
+Defined here, on top of ``postgres_server``:
+
 ``pgbouncer_dsn``
-    pgbouncer in transaction mode in front of ``pg_cluster``. Without the ``pgbouncer`` program
-    its tests are skipped, except under ``CI=true``, where they fail.
+    pgbouncer in transaction mode in front of ``postgres_server``. Without the ``pgbouncer``
+    program its tests are skipped, except under ``CI=true``, where they fail.
+``fault_proxy``
+    A :class:`~faultproxy.FaultProxy` in front of ``postgres_server``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 import uvloop
 from faultproxy import FaultProxy
-from pgcluster import PgCluster, pgbouncer_binary
 
-TEST_DSN_VARIABLE = "AIODBPOOL_TEST_DSN"
+from aiodbpool.integrations.testing import PostgresServer
+from aiodbpool.integrations.testing.postgres import pgbouncer_binary
 
 
 def pytest_asyncio_loop_factories(
@@ -37,29 +39,8 @@ def pytest_asyncio_loop_factories(
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A throwaway PostgreSQL server of our own (created once per session), closed at the end."""
-    cluster = PgCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture(scope="session")
-def pg_dsn(request: pytest.FixtureRequest) -> str:
-    """The DSN of the server for ordinary driver tests: ``$AIODBPOOL_TEST_DSN``, or our own."""
-    external = os.environ.get(TEST_DSN_VARIABLE)
-    if external:
-        return external
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.dsn
-
-
-@pytest.fixture(scope="session")
-def pgbouncer_dsn(pg_cluster: PgCluster) -> str:
-    """The DSN of pgbouncer, in transaction mode, in front of ``pg_cluster``.
+def pgbouncer_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of pgbouncer, in transaction mode, in front of ``postgres_server``.
 
     Through pgbouncer 1.18, asyncpg needs ``statement_cache_size=0``.
     """
@@ -68,29 +49,16 @@ def pgbouncer_dsn(pg_cluster: PgCluster) -> str:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}, and CI must run every test", pytrace=False)
         pytest.skip(message)
-    return pg_cluster.start_pgbouncer("transaction")
-
-
-@pytest.fixture(autouse=True)
-def _pg_cluster_running_again(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that used ``pg_cluster`` (directly or through ``pgbouncer_dsn``), start the
-    server again if the test left it stopped, so that no later test meets a stopped server."""
-    if "pg_cluster" not in request.fixturenames:
-        yield
-        return
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    yield
-    if not cluster.is_running():
-        cluster.start()
+    return postgres_server.start_pgbouncer("transaction")
 
 
 @pytest.fixture
-async def fault_proxy(pg_cluster: PgCluster) -> AsyncIterator[FaultProxy]:
-    """A :class:`~faultproxy.FaultProxy` in front of ``pg_cluster``, started with no fault on
-    and stopped after the test (every connection through it is then reset).
+async def fault_proxy(postgres_server: PostgresServer) -> AsyncIterator[FaultProxy]:
+    """A :class:`~faultproxy.FaultProxy` in front of ``postgres_server``, started with no fault
+    on and stopped after the test (every connection through it is then reset).
 
-    Connect through it with ``fault_proxy.dsn_for(pg_cluster.dsn)``; see ``tests/faultproxy.py``
-    for the faults.
+    Connect through it with ``fault_proxy.dsn_for(postgres_server.dsn)``; see
+    ``tests/faultproxy.py`` for the faults.
     """
-    async with FaultProxy(pg_cluster.host, pg_cluster.port) as proxy:
+    async with FaultProxy(postgres_server.host, postgres_server.port) as proxy:
         yield proxy

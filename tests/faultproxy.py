@@ -6,8 +6,8 @@ the middle of a query, a port that refuses connections. :class:`FaultProxy` list
 ``127.0.0.1``, forwards every connection to its target, and lets the test switch faults on and
 off while connections are open::
 
-    async with FaultProxy(pg_cluster.host, pg_cluster.port) as proxy:
-        conn = await asyncpg.connect(proxy.dsn_for(pg_cluster.dsn))
+    async with FaultProxy(postgres_server.host, postgres_server.port) as proxy:
+        conn = await asyncpg.connect(proxy.dsn_for(postgres_server.dsn))
         proxy.add_latency(0.1)  # every byte now takes 0.1 s longer, each way
         proxy.stall()  # nothing gets through; connections stay open
         proxy.heal()  # what was held is delivered, late but whole
@@ -16,12 +16,12 @@ off while connections are open::
         proxy.heal()
 
 In a test, the ``fault_proxy`` fixture of ``conftest.py`` gives a started proxy in front of
-``pg_cluster``, and stops it after the test::
+``postgres_server``, and stops it after the test::
 
     async def test_the_pool_recovers_from_a_cut(
-        fault_proxy: FaultProxy, pg_cluster: PgCluster
+        fault_proxy: FaultProxy, postgres_server: PostgresServer
     ) -> None:
-        async with create_pool(fault_proxy.dsn_for(pg_cluster.dsn)) as pool:
+        async with create_pool(fault_proxy.dsn_for(postgres_server.dsn)) as pool:
             ...
             fault_proxy.cut()
             ...

@@ -25,10 +25,10 @@ from typing import Any
 import asyncpg
 from faultproxy import FaultProxy
 from helpers import check_books, wait_until
-from pgcluster import PgCluster
 
 from aiodbpool import Pool, PoolError, PoolStats
 from aiodbpool.drivers.postgres import PostgresDriver
+from aiodbpool.integrations.testing import PostgresServer
 
 REPORT_VARIABLE = "AIODBPOOL_SCENARIO_REPORT"
 
@@ -74,7 +74,7 @@ def unique_app_name(scenario: str) -> str:
 
 def proxied_pool(
     fault_proxy: FaultProxy,
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
     app_name: str,
     server_settings: dict[str, str] | None = None,
     **options: Any,
@@ -82,7 +82,7 @@ def proxied_pool(
     """A pool connecting through the fault proxy; its sessions are named ``app_name`` on the
     server."""
     driver = PostgresDriver(
-        fault_proxy.dsn_for(pg_cluster.dsn),
+        fault_proxy.dsn_for(postgres_server.dsn),
         server_settings={"application_name": app_name, **(server_settings or {})},
     )
     return Pool(driver, name=app_name, **options)
@@ -171,10 +171,10 @@ SETTLE = 15.0
 its client's socket closes)."""
 
 
-async def server_sessions(pg_cluster: PgCluster, app_name: str) -> int:
+async def server_sessions(postgres_server: PostgresServer, app_name: str) -> int:
     """The server's sessions named ``app_name``, counted over its Unix socket (so never through
     a fault proxy)."""
-    sessions, _ = await server_view(pg_cluster.admin_dsn, app_name)
+    sessions, _ = await server_view(postgres_server.admin_dsn, app_name)
     return sessions
 
 
@@ -214,12 +214,12 @@ async def server_shows(
 
 
 async def sessions_settled(
-    pg_cluster: PgCluster, app_name: str, expected: int, timeout: float = SETTLE
+    postgres_server: PostgresServer, app_name: str, expected: int, timeout: float = SETTLE
 ) -> int:
     """The server's sessions of ``app_name`` once they number ``expected``, or after
     ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while (count := await server_sessions(pg_cluster, app_name)) != expected:
+    while (count := await server_sessions(postgres_server, app_name)) != expected:
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
@@ -227,7 +227,7 @@ async def sessions_settled(
 
 
 async def settled_books(
-    pool: Pool[Any], pg_cluster: PgCluster, app_name: str
+    pool: Pool[Any], postgres_server: PostgresServer, app_name: str
 ) -> tuple[PoolStats, int]:
     """The pool's stats once no connect or close is under way, and the sessions the server shows
     once they match the pool's size (or after :data:`SETTLE` seconds)."""
@@ -238,7 +238,7 @@ async def settled_books(
     )
     stats = pool.stats()
     check_books(pool)
-    return stats, await sessions_settled(pg_cluster, app_name, stats.size)
+    return stats, await sessions_settled(postgres_server, app_name, stats.size)
 
 
 def unaccounted(stats: PoolStats, shown: int, shown_after_close: int) -> int:

@@ -28,7 +28,7 @@ LONG = 30.0
 @pytest.fixture(params=["postgres", "sqlite"])
 async def pool(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pool[Any]]:
     if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_dsn")
+        url: str = request.getfixturevalue("postgres_url")
     else:
         url = f"sqlite:///{tmp_path / 'anyio.db'}"
     async with create_pool(url, min_size=1, max_size=2, acquire_timeout=LONG) as opened:

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pgcluster import PgCluster
+
+from aiodbpool.integrations.testing import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,9 +43,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.mark.slow
 def test_a_quick_run_measures_every_contender_and_writes_the_report(
-    pg_cluster: PgCluster, tmp_path: Path
+    postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    environment = {**os.environ, "AIODBPOOL_BENCH_DSN": pg_cluster.dsn}
+    environment = {**os.environ, "AIODBPOOL_BENCH_DSN": postgres_server.dsn}
     finished = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -67,12 +68,12 @@ def test_a_quick_run_measures_every_contender_and_writes_the_report(
     assert measured == EXPECTED
     assert {target["met"] is None for target in report["targets"]} == {False}, report["targets"]
     assert report["machine"]["postgresql"]
-    assert pg_cluster.password not in json.dumps(report)
+    assert postgres_server.password not in json.dumps(report)
 
     table = (tmp_path / "results.md").read_text()
     for workload in EXPECTED:
         assert f"**{workload}**" in table
     assert "**Targets**" in table
-    assert pg_cluster.password not in table
+    assert postgres_server.password not in table
     for plot in ("w1_w2.png", "w3.png", "w4.png", "w5.png", "w6.png"):
         assert (tmp_path / plot).read_bytes().startswith(PNG_SIGNATURE), plot

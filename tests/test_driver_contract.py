@@ -148,7 +148,7 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Adapter:
     """The driver under test, made from its URL as ``create_pool`` makes it."""
     name: str = request.param
     if name == "postgres":
-        dsn: str = request.getfixturevalue("pg_dsn")
+        dsn: str = request.getfixturevalue("postgres_url")
         return PostgresAdapter(create_pool(dsn).driver, dsn)
     if name == "sqlite":
         return SQLiteAdapter(create_pool(f"sqlite:///{tmp_path / 'contract.db'}").driver)

@@ -26,7 +26,6 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from helpers import MinimalDriver, wait_until
-from pgcluster import free_port
 
 from aiodbpool import ConnectionReleased, Pool, PoolConnectError, create_pool
 from aiodbpool.drivers.fake import FakeConnection, FakeConnectionError, FakeDriver
@@ -40,6 +39,7 @@ from aiodbpool.integrations.fastapi import (
     transaction,
     transaction_for,
 )
+from aiodbpool.integrations.testing.postgres import free_port
 
 Connection: TypeAlias = asyncpg.Connection | aiosqlite.Connection
 Row: TypeAlias = tuple[Any, ...]
@@ -77,7 +77,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database of each kind: a SQLite file of the test's own, or the test PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'app.db'}"
-    dsn: str = request.getfixturevalue("pg_dsn")
+    dsn: str = request.getfixturevalue("postgres_url")
     return dsn
 
 
@@ -255,9 +255,9 @@ async def test_a_failed_sqlite_commit_is_an_error_response(tmp_path: Path) -> No
         assert pool.stats().in_use == 0
 
 
-async def test_a_failed_postgres_commit_is_an_error_response(pg_dsn: str, table: str) -> None:
+async def test_a_failed_postgres_commit_is_an_error_response(postgres_url: str, table: str) -> None:
     """The same with a PostgreSQL constraint checked at commit (DEFERRABLE INITIALLY DEFERRED)."""
-    pool: Pool[asyncpg.Connection] = create_pool(pg_dsn)
+    pool: Pool[asyncpg.Connection] = create_pool(postgres_url)
     app = FastAPI(lifespan=lifespan(pool))
 
     @app.post("/codes/{code}")
@@ -358,11 +358,11 @@ async def test_a_closed_pool_answers_503(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dependency", [connection, transaction], ids=["connection", "transaction"])
 async def test_a_session_ended_under_a_statement_answers_503(
-    pg_dsn: str, dependency: Any, caplog: pytest.LogCaptureFixture
+    postgres_url: str, dependency: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server ends the request's session mid-statement (here the session terminates itself,
     as an administrator or a restart would): a 503 with Retry-After, not a 500."""
-    pool = create_pool(pg_dsn, max_size=1, name="main")
+    pool = create_pool(postgres_url, max_size=1, name="main")
     app = FastAPI(lifespan=lifespan(pool))
     install(app)
 
@@ -388,7 +388,7 @@ async def test_a_session_ended_under_a_statement_answers_503(
     [record] = [r for r in caplog.records if r.name == "aiodbpool.fastapi"]
     message = record.getMessage()
     assert re.search(r"503 \(connection_lost\): .* in use: \w+Error: ", message), message
-    assert pg_dsn.split("@")[0].split(":")[-1] not in message  # no password
+    assert postgres_url.split("@")[0].split(":")[-1] not in message  # no password
 
 
 async def test_only_a_closed_connection_makes_a_failure_a_503() -> None:

@@ -134,12 +134,12 @@ async def test_a_client_leaving_mid_request_gets_its_connection_returned(
 
 
 async def test_a_request_cancelled_mid_statement_rolls_back_and_returns_its_connection(
-    pg_dsn: str,
+    postgres_url: str,
 ) -> None:
     """The path operation is cancelled while PostgreSQL runs its statement, inside a
     transaction: the write is rolled back and the pool's only connection serves again."""
     table = f"visits_{uuid.uuid4().hex[:12]}"
-    pool: Pool[asyncpg.Connection] = create_pool(pg_dsn, max_size=1, acquire_timeout=20)
+    pool: Pool[asyncpg.Connection] = create_pool(postgres_url, max_size=1, acquire_timeout=20)
     app = FastAPI(lifespan=lifespan(pool))
     install(app)
     entered = asyncio.Event()
@@ -154,7 +154,7 @@ async def test_a_request_cancelled_mid_statement_rolls_back_and_returns_its_conn
     async def count(conn: Annotated[asyncpg.Connection, Depends(connection)]) -> Any:
         return await conn.fetchval(f"SELECT count(*) FROM {table}")
 
-    admin = await asyncpg.connect(pg_dsn)
+    admin = await asyncpg.connect(postgres_url)
     await admin.execute(f"CREATE TABLE {table} (note TEXT)")
     try:
         async with serving(CancelOnDisconnect(app)) as port:

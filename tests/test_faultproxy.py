@@ -17,7 +17,9 @@ import asyncpg
 import pytest
 from faultproxy import FaultProxy
 from helpers import wait_until
-from pgcluster import PgCluster, free_port
+
+from aiodbpool.integrations.testing import PostgresServer
+from aiodbpool.integrations.testing.postgres import free_port
 
 LATENCY = 0.15
 """Seconds of latency in the latency tests: long enough to measure, short enough to wait for."""
@@ -37,10 +39,10 @@ def _app_name() -> str:
     return f"faultproxy-test-{uuid.uuid4().hex[:12]}"
 
 
-async def _sessions(pg_cluster: PgCluster, app_name: str) -> int:
+async def _sessions(postgres_server: PostgresServer, app_name: str) -> int:
     """The server's sessions with ``application_name`` ``app_name``, counted over the Unix
     socket, not through the proxy."""
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    admin = await asyncpg.connect(postgres_server.admin_dsn)
     try:
         count: int = await admin.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app_name
@@ -50,11 +52,11 @@ async def _sessions(pg_cluster: PgCluster, app_name: str) -> int:
         await admin.close()
 
 
-async def _until_sessions(pg_cluster: PgCluster, app_name: str, expected: int) -> None:
+async def _until_sessions(postgres_server: PostgresServer, app_name: str, expected: int) -> None:
     """Wait until the server counts ``expected`` sessions named ``app_name`` (a backend ends a
     moment after its socket closes)."""
     deadline = time.monotonic() + 15
-    while (count := await _sessions(pg_cluster, app_name)) != expected:
+    while (count := await _sessions(postgres_server, app_name)) != expected:
         if time.monotonic() > deadline:
             pytest.fail(f"the server shows {count} sessions of {app_name}, expected {expected}")
         await asyncio.sleep(0.02)
@@ -84,16 +86,16 @@ def _proxy_tasks() -> list[asyncio.Task[object]]:
 
 
 async def test_asyncpg_logs_in_with_its_password_and_queries_through_the_proxy(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    assert fault_proxy.dsn_for(pg_cluster.dsn) == pg_cluster.dsn.replace(
-        f":{pg_cluster.port}/", f":{fault_proxy.port}/"
+    assert fault_proxy.dsn_for(postgres_server.dsn) == postgres_server.dsn.replace(
+        f":{postgres_server.port}/", f":{fault_proxy.port}/"
     )
-    conn = await asyncpg.connect(fault_proxy.dsn_for(pg_cluster.dsn))
+    conn = await asyncpg.connect(fault_proxy.dsn_for(postgres_server.dsn))
     try:
-        assert await conn.fetchval("SELECT current_user") == pg_cluster.user
+        assert await conn.fetchval("SELECT current_user") == postgres_server.user
         # The server sees a TCP client on its own port: the proxy's connection.
-        assert await conn.fetchval("SELECT inet_server_port()") == pg_cluster.port
+        assert await conn.fetchval("SELECT inet_server_port()") == postgres_server.port
         assert await conn.fetchval("SELECT repeat('x', 200000)") == "x" * 200_000
         assert fault_proxy.connections_open == 1
         assert fault_proxy.connections_total == 1
@@ -134,9 +136,9 @@ def test_a_latency_must_be_seconds_of_zero_or_more() -> None:
 
 
 async def test_latency_adds_to_each_direction_of_an_open_connection(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    conn = await asyncpg.connect(fault_proxy.dsn_for(pg_cluster.dsn))
+    conn = await asyncpg.connect(fault_proxy.dsn_for(postgres_server.dsn))
     try:
         await _round_trip(conn)  # prepared and cached: from now on one round trip
         fault_proxy.add_latency(LATENCY)
@@ -166,9 +168,9 @@ async def test_a_new_connection_gets_the_latency_too(fault_proxy: FaultProxy) ->
 
 
 async def test_clearing_the_latency_releases_bytes_already_waiting(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    conn = await asyncpg.connect(fault_proxy.dsn_for(pg_cluster.dsn))
+    conn = await asyncpg.connect(fault_proxy.dsn_for(postgres_server.dsn))
     try:
         fault_proxy.add_latency(600)
         query = asyncio.ensure_future(conn.fetchval("SELECT 1"))
@@ -183,9 +185,9 @@ async def test_clearing_the_latency_releases_bytes_already_waiting(
 
 
 async def test_a_stall_holds_a_query_and_heal_delivers_it(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     conn = await asyncpg.connect(dsn)
     try:
         fault_proxy.stall()
@@ -207,10 +209,10 @@ async def test_a_stall_holds_a_query_and_heal_delivers_it(
 
 
 async def test_a_connection_opened_during_a_stall_does_not_reach_the_server(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = _app_name()
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     fault_proxy.stall()
     connecting = asyncio.ensure_future(
         asyncpg.connect(dsn, server_settings={"application_name": app_name})
@@ -230,10 +232,10 @@ async def test_a_connection_opened_during_a_stall_does_not_reach_the_server(
 
 
 async def test_a_cut_during_a_stall_drops_what_was_held(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     table = f"faultproxy_{uuid.uuid4().hex[:12]}"
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     conn = await asyncpg.connect(dsn)
     fault_proxy.stall()
     statement = asyncio.ensure_future(conn.execute(f"CREATE TABLE {table} (n int)"))
@@ -246,17 +248,17 @@ async def test_a_cut_during_a_stall_drops_what_was_held(
     fault_proxy.heal()
     await _can_query(dsn)
     # The statement never reached the server.
-    assert pg_cluster.psql(f"SELECT to_regclass('{table}') IS NULL") == "t"
+    assert postgres_server.psql(f"SELECT to_regclass('{table}') IS NULL") == "t"
 
 
 # ------------------------------------------------------------------ cut
 
 
 async def test_a_cut_closes_an_open_connection_on_both_sides(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = _app_name()
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     conn = await asyncpg.connect(dsn, server_settings={"application_name": app_name})
     try:
         assert await conn.fetchval("SELECT 1") == 1
@@ -268,13 +270,13 @@ async def test_a_cut_closes_an_open_connection_on_both_sides(
     finally:
         conn.terminate()
     # The server's side was closed as well: its backend ends.
-    await _until_sessions(pg_cluster, app_name, 0)
+    await _until_sessions(postgres_server, app_name, 0)
     await _can_query(dsn)
     assert fault_proxy.connections_total == 2
 
 
 async def test_a_cut_is_a_reset_not_an_orderly_close(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     reader, writer = await asyncio.open_connection(fault_proxy.host, fault_proxy.port)
     try:
@@ -294,9 +296,9 @@ async def test_a_cut_is_a_reset_not_an_orderly_close(
 
 
 async def test_refuse_makes_connects_fail_at_once_and_heal_listens_again(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     port = fault_proxy.port
     conn = await asyncpg.connect(dsn)
     try:
@@ -317,9 +319,9 @@ async def test_refuse_makes_connects_fail_at_once_and_heal_listens_again(
 
 
 async def test_refuse_after_accept_closes_new_connections_at_once(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     fault_proxy.refuse(after_accept=True)
     with pytest.raises(ConnectionError) as raised:
         await asyncio.wait_for(asyncpg.connect(dsn), 10)
@@ -331,9 +333,9 @@ async def test_refuse_after_accept_closes_new_connections_at_once(
 
 
 async def test_refuse_then_cut_is_a_server_gone_away(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
-    dsn = fault_proxy.dsn_for(pg_cluster.dsn)
+    dsn = fault_proxy.dsn_for(postgres_server.dsn)
     conn = await asyncpg.connect(dsn)
     try:
         fault_proxy.refuse()
@@ -363,10 +365,12 @@ async def test_a_target_that_refuses_makes_the_client_connection_reset() -> None
         await wait_until(lambda: proxy.connections_open == 0)
 
 
-async def test_stop_resets_every_connection_and_ends_every_task(pg_cluster: PgCluster) -> None:
-    proxy = FaultProxy(pg_cluster.host, pg_cluster.port)
+async def test_stop_resets_every_connection_and_ends_every_task(
+    postgres_server: PostgresServer,
+) -> None:
+    proxy = FaultProxy(postgres_server.host, postgres_server.port)
     await proxy.start()
-    dsn = proxy.dsn_for(pg_cluster.dsn)
+    dsn = proxy.dsn_for(postgres_server.dsn)
     forwarded = await asyncpg.connect(dsn)
     proxy.stall()
     held = asyncio.ensure_future(asyncpg.connect(dsn))

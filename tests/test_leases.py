@@ -96,7 +96,7 @@ def transaction(pool: Pool[Any], conn: Any) -> AbstractAsyncContextManager[objec
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     table = f"t_{uuid.uuid4().hex[:10]}"
     if request.param == "postgres":
-        dsn: str = request.getfixturevalue("pg_dsn")
+        dsn: str = request.getfixturevalue("postgres_url")
 
         async def committed_pg() -> list[int]:
             outside = await asyncpg.connect(dsn)
@@ -358,10 +358,10 @@ async def _begin(conn: Any) -> None:
 
 
 async def test_an_init_that_leaves_a_transaction_open_fails_the_connect(
-    pg_dsn: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
     drivers: list[Any] = [
-        PostgresDriver(pg_dsn, init=_begin),
+        PostgresDriver(postgres_url, init=_begin),
         SQLiteDriver(tmp_path / "init.db", init=_begin),
     ]
     for driver in drivers:
@@ -389,8 +389,8 @@ async def test_an_init_that_leaves_no_transaction_is_fine(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-async def pg_pool(pg_dsn: str) -> AsyncIterator[Pool[asyncpg.Connection]]:
-    pool: Pool[asyncpg.Connection] = Pool(PostgresDriver(pg_dsn), max_size=1)
+async def pg_pool(postgres_url: str) -> AsyncIterator[Pool[asyncpg.Connection]]:
+    pool: Pool[asyncpg.Connection] = Pool(PostgresDriver(postgres_url), max_size=1)
     async with pool:
         yield pool
 

@@ -151,10 +151,10 @@ async def test_a_release_from_another_threads_loop_is_refused_and_the_connection
         check_books(pool)
 
 
-def test_postgres_pool_shared_by_two_asyncio_runs_refuses_the_second(pg_dsn: str) -> None:
+def test_postgres_pool_shared_by_two_asyncio_runs_refuses_the_second(postgres_url: str) -> None:
     """What users hit with asyncpg: without the check, the second run got an idle connection bound
     to the first loop ("attached to a different loop"), and it went back to the idle stack."""
-    pool = create_pool(pg_dsn, min_size=1, max_size=2)
+    pool = create_pool(postgres_url, min_size=1, max_size=2)
 
     async def first_run() -> None:
         await pool.open()

@@ -111,8 +111,8 @@ async def test_a_dropped_lease_is_reclaimed_on_sqlite(tmp_path: Path) -> None:
     await wait_for_worker_threads(before)
 
 
-async def test_a_dropped_lease_is_reclaimed_on_postgres(pg_dsn: str) -> None:
-    async with create_pool(pg_dsn, max_size=1) as pool:
+async def test_a_dropped_lease_is_reclaimed_on_postgres(postgres_url: str) -> None:
+    async with create_pool(postgres_url, max_size=1) as pool:
         conn = await pool.acquire()
         raw = raw_connection(conn)
         pid = await conn.fetchval("SELECT pg_backend_pid()")

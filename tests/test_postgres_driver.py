@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from pgcluster import PgCluster
 
 from aiodbpool import Pool, PoolConnectError, create_pool, raw_connection
 from aiodbpool.drivers.postgres import PostgresDriver, from_url
+from aiodbpool.integrations.testing import PostgresServer
 
 # A statement long enough to be cancelled halfway, short enough not to slow the suite if a
 # cancellation were lost (the tests also check that the server stopped running it).
@@ -31,9 +31,9 @@ def _app_name() -> str:
 
 
 @pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[Pool[asyncpg.Connection]]:
+async def pool(postgres_url: str) -> AsyncIterator[Pool[asyncpg.Connection]]:
     """One connection, so every acquire gets the connection the previous user returned."""
-    pool: Pool[asyncpg.Connection] = Pool(PostgresDriver(pg_dsn), max_size=1)
+    pool: Pool[asyncpg.Connection] = Pool(PostgresDriver(postgres_url), max_size=1)
     await pool.open()
     yield pool
     await pool.close()
@@ -55,8 +55,8 @@ async def _sessions(dsn: str, app_name: str, *, where: str = "true") -> int:
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
-async def test_create_pool_hands_out_asyncpg_connections(pg_dsn: str, scheme: str) -> None:
-    url = scheme + pg_dsn[pg_dsn.index("://") :]
+async def test_create_pool_hands_out_asyncpg_connections(postgres_url: str, scheme: str) -> None:
+    url = scheme + postgres_url[postgres_url.index("://") :]
     pool = create_pool(url, max_size=2, command_timeout=30)
     assert isinstance(pool.driver, PostgresDriver)
     async with pool, pool.acquire() as conn:
@@ -64,14 +64,14 @@ async def test_create_pool_hands_out_asyncpg_connections(pg_dsn: str, scheme: st
         assert await conn.fetchval("SELECT 40 + 2") == 42
 
 
-async def test_a_password_never_shows_in_reprs_or_errors(pg_cluster: PgCluster) -> None:
-    secret = pg_cluster.password
-    pool = create_pool(pg_cluster.dsn)
+async def test_a_password_never_shows_in_reprs_or_errors(postgres_server: PostgresServer) -> None:
+    secret = postgres_server.password
+    pool = create_pool(postgres_server.dsn)
     assert secret not in repr(pool)
     assert secret not in repr(pool.driver)
     assert "***" in repr(pool.driver)
     # Wrong port: the connect error, its message and its cause name no password.
-    wrong_port = pg_cluster.dsn.replace(f":{pg_cluster.port}/", f":{_free_port()}/")
+    wrong_port = postgres_server.dsn.replace(f":{postgres_server.port}/", f":{_free_port()}/")
     failing = create_pool(wrong_port, connect_timeout=5)
     async with failing:
         with pytest.raises(PoolConnectError) as caught:
@@ -80,15 +80,15 @@ async def test_a_password_never_shows_in_reprs_or_errors(pg_cluster: PgCluster) 
     assert secret not in repr(caught.value.__cause__)
 
 
-def test_options_are_checked_when_the_pool_is_created(pg_dsn: str) -> None:
+def test_options_are_checked_when_the_pool_is_created(postgres_url: str) -> None:
     with pytest.raises(TypeError, match=r"unknown PostgreSQL driver option.*statment_cache_size"):
-        create_pool(pg_dsn, statment_cache_size=0)
+        create_pool(postgres_url, statment_cache_size=0)
     with pytest.raises(ValueError, match="reset must be 'transaction' or 'full', got 'none'"):
-        create_pool(pg_dsn, reset="none")
+        create_pool(postgres_url, reset="none")
     with pytest.raises(TypeError, match="init must be an async function"):
-        PostgresDriver(pg_dsn, init="SET search_path TO app")  # type: ignore[arg-type]
+        PostgresDriver(postgres_url, init="SET search_path TO app")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="password must be a string or a function"):
-        PostgresDriver(pg_dsn, password=1234)  # type: ignore[arg-type]
+        PostgresDriver(postgres_url, password=1234)  # type: ignore[arg-type]
 
 
 def test_a_malformed_postgres_url_is_refused_without_its_password() -> None:
@@ -117,11 +117,11 @@ def test_a_bad_host_or_port_is_refused_at_once(url: str, mistake: str) -> None:
     assert "hunter2" not in str(caught.value)
 
 
-async def test_a_dsn_with_several_hosts_tries_them_in_turn(pg_cluster: PgCluster) -> None:
+async def test_a_dsn_with_several_hosts_tries_them_in_turn(postgres_server: PostgresServer) -> None:
     """asyncpg's failover form, ``host1:port1,host2:port2``: the first host is down, the pool
     connects to the second."""
-    here = f"{pg_cluster.host}:{pg_cluster.port}"
-    url = pg_cluster.dsn.replace(here, f"{pg_cluster.host}:{_free_port()},{here}")
+    here = f"{postgres_server.host}:{postgres_server.port}"
+    url = postgres_server.dsn.replace(here, f"{postgres_server.host}:{_free_port()},{here}")
     assert url.count(",") == 1
     async with create_pool(url, max_size=1) as pool, pool.acquire() as conn:
         assert await conn.fetchval("SELECT 1") == 1
@@ -133,17 +133,17 @@ def test_a_driver_without_a_dsn_says_where_its_settings_come_from() -> None:
     assert driver.reset_mode == "full"
 
 
-async def test_connect_options_pass_through_to_asyncpg(pg_dsn: str) -> None:
+async def test_connect_options_pass_through_to_asyncpg(postgres_url: str) -> None:
     app_name = _app_name()
     pool = create_pool(
-        pg_dsn,
+        postgres_url,
         server_settings={"application_name": app_name, "search_path": "pg_catalog"},
         statement_cache_size=0,
         command_timeout=0.5,
     )
     async with pool, pool.acquire() as conn:
         assert await conn.fetchval("SHOW search_path") == "pg_catalog"
-        assert await _sessions(pg_dsn, app_name) == 1
+        assert await _sessions(postgres_url, app_name) == 1
         # command_timeout applies to every statement of the connection.
         with pytest.raises(asyncio.TimeoutError):
             await conn.execute("SELECT pg_sleep(10)")
@@ -152,20 +152,22 @@ async def test_connect_options_pass_through_to_asyncpg(pg_dsn: str) -> None:
 # ------------------------------------------------------------------ password and init callbacks
 
 
-async def test_a_password_function_is_asked_at_every_connect(pg_cluster: PgCluster) -> None:
+async def test_a_password_function_is_asked_at_every_connect(
+    postgres_server: PostgresServer,
+) -> None:
     asked: list[str] = []
 
     def current_password() -> str:
         asked.append("sync")
-        return pg_cluster.password
+        return postgres_server.password
 
     async def current_token() -> str:
         await asyncio.sleep(0)
         asked.append("async")
-        return pg_cluster.password
+        return postgres_server.password
 
-    dsn_without_password = pg_cluster.dsn.replace(f":{pg_cluster.password}@", "@")
-    assert pg_cluster.password not in dsn_without_password
+    dsn_without_password = postgres_server.dsn.replace(f":{postgres_server.password}@", "@")
+    assert postgres_server.password not in dsn_without_password
     for password in (current_password, current_token):
         pool = create_pool(dsn_without_password, password=password, max_size=3)
         async with pool:
@@ -175,14 +177,16 @@ async def test_a_password_function_is_asked_at_every_connect(pg_cluster: PgClust
     assert asked == ["sync"] * 3 + ["async"] * 3
 
 
-async def test_a_rotated_password_is_used_by_the_next_connect(pg_cluster: PgCluster) -> None:
+async def test_a_rotated_password_is_used_by_the_next_connect(
+    postgres_server: PostgresServer,
+) -> None:
     role = f"rotating_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    admin = await asyncpg.connect(postgres_server.admin_dsn)
     await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'first-token'")
     try:
         token = "first-token"
         pool = create_pool(
-            f"postgresql://{role}@{pg_cluster.host}:{pg_cluster.port}/{pg_cluster.database}",
+            f"postgresql://{role}@{postgres_server.host}:{postgres_server.port}/{postgres_server.database}",
             password=lambda: token,
             max_size=2,
         )
@@ -204,7 +208,7 @@ async def test_a_rotated_password_is_used_by_the_next_connect(pg_cluster: PgClus
         await admin.close()
 
 
-async def test_init_runs_once_on_each_new_connection(pg_dsn: str) -> None:
+async def test_init_runs_once_on_each_new_connection(postgres_url: str) -> None:
     seen: list[int] = []
 
     async def init(conn: asyncpg.Connection) -> None:
@@ -214,7 +218,7 @@ async def test_init_runs_once_on_each_new_connection(pg_dsn: str) -> None:
         )
         seen.append(conn.get_server_pid())
 
-    pool = create_pool(pg_dsn, init=init, max_size=2)
+    pool = create_pool(postgres_url, init=init, max_size=2)
     async with pool:
         for _ in range(3):
             async with pool.acquire() as a, pool.acquire() as b:
@@ -224,19 +228,19 @@ async def test_init_runs_once_on_each_new_connection(pg_dsn: str) -> None:
     assert len(seen) == 2  # reused afterwards: the default reset keeps session state
 
 
-async def test_a_failing_init_fails_the_connect_and_leaves_no_session(pg_dsn: str) -> None:
+async def test_a_failing_init_fails_the_connect_and_leaves_no_session(postgres_url: str) -> None:
     app_name = _app_name()
 
     async def init(conn: asyncpg.Connection) -> None:
         await conn.execute("SET search_path TO no_such_schema_is_fine")
         raise RuntimeError("codec registration failed")
 
-    pool = create_pool(pg_dsn, init=init, server_settings={"application_name": app_name})
+    pool = create_pool(postgres_url, init=init, server_settings={"application_name": app_name})
     async with pool:
         with pytest.raises(PoolConnectError, match="codec registration failed"):
             await pool.acquire()
         assert pool.stats().size == 0
-    await wait_until_sessions(pg_dsn, app_name, 0)
+    await wait_until_sessions(postgres_url, app_name, 0)
 
 
 async def wait_until_sessions(
@@ -253,8 +257,8 @@ async def wait_until_sessions(
 # ------------------------------------------------------------------ reset="transaction"
 
 
-async def test_a_clean_connection_is_reset_without_a_round_trip(pg_dsn: str) -> None:
-    driver = PostgresDriver(pg_dsn)
+async def test_a_clean_connection_is_reset_without_a_round_trip(postgres_url: str) -> None:
+    driver = PostgresDriver(postgres_url)
     conn = await driver.connect()
     try:
         await conn.execute("SET application_name TO 'kept'")
@@ -310,8 +314,8 @@ async def test_session_state_survives_the_default_reset(pool: Pool[asyncpg.Conne
 # ------------------------------------------------------------------ reset="full"
 
 
-async def test_a_full_reset_clears_session_state(pg_dsn: str) -> None:
-    pool = create_pool(pg_dsn, reset="full", max_size=1)
+async def test_a_full_reset_clears_session_state(postgres_url: str) -> None:
+    pool = create_pool(postgres_url, reset="full", max_size=1)
     async with pool:
         async with pool.acquire() as conn:
             await conn.execute("SET statement_timeout TO '42s'")
@@ -339,11 +343,11 @@ def _on_notification(*args: object) -> None:
 @pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "in-transaction"])
 @pytest.mark.parametrize("reset", ["transaction", "full"])
 async def test_a_holder_cancelled_mid_query_leaves_a_usable_connection(
-    pg_dsn: str, in_transaction: bool, reset: str
+    postgres_url: str, in_transaction: bool, reset: str
 ) -> None:
     app_name = _app_name()
     pool = create_pool(
-        pg_dsn, max_size=1, reset=reset, server_settings={"application_name": app_name}
+        postgres_url, max_size=1, reset=reset, server_settings={"application_name": app_name}
     )
     async with pool:
 
@@ -355,7 +359,7 @@ async def test_a_holder_cancelled_mid_query_leaves_a_usable_connection(
                 await conn.execute(LONG_QUERY)
 
         holder = asyncio.ensure_future(hold())
-        await wait_until_sessions(pg_dsn, app_name, 1, where=f"query = '{LONG_QUERY}'")
+        await wait_until_sessions(postgres_url, app_name, 1, where=f"query = '{LONG_QUERY}'")
         started = time.monotonic()
         holder.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -370,18 +374,18 @@ async def test_a_holder_cancelled_mid_query_leaves_a_usable_connection(
         assert pool.stats().size == 1
         # The server stopped the statement instead of letting it run on.
         await wait_until_sessions(
-            pg_dsn, app_name, 0, where=f"query = '{LONG_QUERY}' AND state = 'active'"
+            postgres_url, app_name, 0, where=f"query = '{LONG_QUERY}' AND state = 'active'"
         )
     print(f"\nthe next user had the connection {recovered * 1000:.1f} ms after the cancellation")
     assert recovered < 10, f"took {recovered:.2f}s to get the connection back"
 
 
 async def test_a_cancellation_the_server_never_confirms_discards_the_connection(
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
 ) -> None:
     app_name = _app_name()
     pool = create_pool(
-        pg_cluster.dsn,
+        postgres_server.dsn,
         max_size=1,
         reset_timeout=0.2,
         server_settings={"application_name": app_name},
@@ -389,7 +393,7 @@ async def test_a_cancellation_the_server_never_confirms_discards_the_connection(
     async with pool:
         conn = await pool.acquire()
         blocked = asyncio.ensure_future(conn.execute(LONG_QUERY))
-        await wait_until_sessions(pg_cluster.dsn, app_name, 1, where="state = 'active'")
+        await wait_until_sessions(postgres_server.dsn, app_name, 1, where="state = 'active'")
         backend = conn.get_server_pid()
         raw = raw_connection(conn)  # what the lease stands for, to look at after the release
         # A frozen backend cannot act on the cancel request asyncpg sends when the query's

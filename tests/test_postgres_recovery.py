@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
-from pgcluster import PgCluster
 from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
 
 from aiodbpool import Pool, PoolConnectError, create_pool
+from aiodbpool.integrations.testing import PostgresServer
 
 # No single operation may take longer than this, outage or not.
 OPERATION_BOUND = 20.0
@@ -83,13 +83,13 @@ async def _bounded(operation: Callable[[], Awaitable[object]]) -> BaseException 
 # ------------------------------------------------------------------ the size bound
 
 
-async def test_the_size_bound_holds_under_100_concurrent_tasks(pg_dsn: str) -> None:
+async def test_the_size_bound_holds_under_100_concurrent_tasks(postgres_url: str) -> None:
     app_name = _app_name()
     max_size = 10
-    pool = _pool(pg_dsn, app_name, max_size=max_size)
+    pool = _pool(postgres_url, app_name, max_size=max_size)
     backends: set[int] = set()
     peak_sessions = 0
-    monitor = await asyncpg.connect(pg_dsn)
+    monitor = await asyncpg.connect(postgres_url)
     done = asyncio.Event()
 
     async def watch_the_server() -> None:
@@ -117,22 +117,22 @@ async def test_the_size_bound_holds_under_100_concurrent_tasks(pg_dsn: str) -> N
     await monitor.close()
     assert len(backends) <= max_size
     assert 0 < peak_sessions <= max_size
-    await _server_shows(pg_dsn, app_name, 0)
+    await _server_shows(postgres_url, app_name, 0)
 
 
 # ------------------------------------------------------------------ killed backends
 
 
 async def test_killed_idle_backends_are_never_handed_out_with_validation_on(
-    pg_dsn: str,
+    postgres_url: str,
 ) -> None:
     app_name = _app_name()
-    pool = _pool(pg_dsn, app_name, max_size=5, validate_after_idle=0)
+    pool = _pool(postgres_url, app_name, max_size=5, validate_after_idle=0)
     async with pool:
         held = [await pool.acquire() for _ in range(5)]
         for conn in held:
             await pool.release(conn)
-        assert await _terminate_backends(pg_dsn, app_name) == 5
+        assert await _terminate_backends(postgres_url, app_name) == 5
         started = time.monotonic()
         for _ in range(20):  # every one gets a live connection, none an error
             async with pool.acquire() as conn:
@@ -140,19 +140,19 @@ async def test_killed_idle_backends_are_never_handed_out_with_validation_on(
         recovered = time.monotonic() - started
         stats = pool.stats()
         assert stats.discarded >= 5
-        await _server_shows(pg_dsn, app_name, stats.size)
+        await _server_shows(postgres_url, app_name, stats.size)
     print(f"\n20 requests after killing 5 idle backends (validation on): {recovered * 1000:.0f} ms")
-    await _server_shows(pg_dsn, app_name, 0)
+    await _server_shows(postgres_url, app_name, 0)
 
 
 async def test_with_validation_off_only_the_holder_of_a_killed_backend_fails(
-    pg_dsn: str,
+    postgres_url: str,
 ) -> None:
     app_name = _app_name()
-    pool = _pool(pg_dsn, app_name, max_size=1, validate_after_idle=None)
+    pool = _pool(postgres_url, app_name, max_size=1, validate_after_idle=None)
     async with pool:
         conn = await pool.acquire()
-        assert await _terminate_backends(pg_dsn, app_name) == 1
+        assert await _terminate_backends(postgres_url, app_name) == 1
         with pytest.raises(POSTGRES_OUTAGE_ERRORS) as caught:
             await conn.fetchval("SELECT 1")
         print(f"\nthe holder of the killed backend got: {caught.value!r}")
@@ -162,13 +162,13 @@ async def test_with_validation_off_only_the_holder_of_a_killed_backend_fails(
             assert await fresh.fetchval("SELECT 1") == 1
 
         # An idle connection whose backend is killed: at most the first request fails.
-        assert await _terminate_backends(pg_dsn, app_name) == 1
+        assert await _terminate_backends(postgres_url, app_name) == 1
         failures = 0
         for _ in range(5):
             error = await _bounded(lambda: _select_one(pool))
             failures += error is not None
         assert failures <= 1
-    await _server_shows(pg_dsn, app_name, 0)
+    await _server_shows(postgres_url, app_name, 0)
 
 
 async def _select_one(pool: Pool[asyncpg.Connection]) -> None:
@@ -180,10 +180,12 @@ async def _select_one(pool: Pool[asyncpg.Connection]) -> None:
 
 
 @pytest.mark.slow
-async def test_the_pool_recovers_from_a_server_restart_under_load(pg_cluster: PgCluster) -> None:
+async def test_the_pool_recovers_from_a_server_restart_under_load(
+    postgres_server: PostgresServer,
+) -> None:
     """Scenario: 50 tasks query continuously while the server restarts."""
     app_name = _app_name()
-    pool = _pool(pg_cluster.dsn, app_name, max_size=10, acquire_timeout=5, connect_timeout=5)
+    pool = _pool(postgres_server.dsn, app_name, max_size=10, acquire_timeout=5, connect_timeout=5)
     tally = Tally("database restart under load", allowed=POSTGRES_OUTAGE_ERRORS)
     successes: list[float] = []  # when each successful operation ended
     failures: list[float] = []  # when each failed operation began
@@ -211,7 +213,7 @@ async def test_the_pool_recovers_from_a_server_restart_under_load(pg_cluster: Pg
         clients = [asyncio.ensure_future(client()) for _ in range(50)]
         await warmed_up.wait()
         restart_began = time.monotonic()
-        await asyncio.to_thread(pg_cluster.restart)
+        await asyncio.to_thread(postgres_server.restart)
         server_back = time.monotonic()
         async with asyncio.timeout(30):
             await served_again.wait()
@@ -223,8 +225,8 @@ async def test_the_pool_recovers_from_a_server_restart_under_load(pg_cluster: Pg
         recovery = first_success - server_back
         stats = pool.stats()
         assert stats.in_use == 0
-        await _server_shows(pg_cluster.dsn, app_name, stats.size)
-    await _server_shows(pg_cluster.dsn, app_name, 0)
+        await _server_shows(postgres_server.dsn, app_name, stats.size)
+    await _server_shows(postgres_server.dsn, app_name, 0)
     tally.report(
         faults=f"pg_ctl restart -m fast ({(server_back - restart_began) * 1000:.0f} ms), 50 tasks",
         leaked=0,
@@ -239,11 +241,11 @@ async def test_the_pool_recovers_from_a_server_restart_under_load(pg_cluster: Pg
 # ------------------------------------------------------------------ connects that cannot succeed
 
 
-async def test_a_wrong_port_is_a_quick_connect_error(pg_cluster: PgCluster) -> None:
+async def test_a_wrong_port_is_a_quick_connect_error(postgres_server: PostgresServer) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    dsn = pg_cluster.dsn.replace(f":{pg_cluster.port}/", f":{closed_port}/")
+    dsn = postgres_server.dsn.replace(f":{postgres_server.port}/", f":{closed_port}/")
     pool = create_pool(dsn, connect_timeout=10)
     async with pool:
         started = time.monotonic()
@@ -254,8 +256,8 @@ async def test_a_wrong_port_is_a_quick_connect_error(pg_cluster: PgCluster) -> N
     assert elapsed < 5, f"a refused connection took {elapsed:.2f}s to report"
 
 
-async def test_a_wrong_password_is_a_quick_connect_error(pg_cluster: PgCluster) -> None:
-    dsn = pg_cluster.dsn.replace(f":{pg_cluster.password}@", ":not-the-right-one@")
+async def test_a_wrong_password_is_a_quick_connect_error(postgres_server: PostgresServer) -> None:
+    dsn = postgres_server.dsn.replace(f":{postgres_server.password}@", ":not-the-right-one@")
     pool = create_pool(dsn, connect_timeout=10)
     async with pool:
         started = time.monotonic()

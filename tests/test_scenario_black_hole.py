@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from faultproxy import FaultProxy
 from helpers import maintenance_tasks, wait_until
-from pgcluster import PgCluster
 from scenarios import (
     MARGIN,
     NETWORK_ERRORS,
@@ -38,6 +37,7 @@ from scenarios import (
 )
 
 from aiodbpool import PoolConnectError, PoolStats, raw_connection
+from aiodbpool.integrations.testing import PostgresServer
 
 MAX_SIZE = 4
 CONNECT_TIMEOUT = 0.5
@@ -49,12 +49,12 @@ ACQUIRE_TIMEOUT = 5.0
 
 
 async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = unique_app_name("black-hole-connect")
     pool = proxied_pool(
         fault_proxy,
-        pg_cluster,
+        postgres_server,
         app_name,
         max_size=MAX_SIZE,
         connect_timeout=CONNECT_TIMEOUT,
@@ -89,8 +89,8 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
         served += [
             await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(4)
         ]
-        stats, shown = await settled_books(pool, pg_cluster, app_name)
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, postgres_server, app_name)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
 
     leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(
@@ -128,12 +128,12 @@ async def test_a_connect_into_a_black_hole_fails_after_connect_timeout(
 
 
 async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminates_the_rest(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = unique_app_name("black-hole-close")
     pool = proxied_pool(
         fault_proxy,
-        pg_cluster,
+        postgres_server,
         app_name,
         max_size=MAX_SIZE,
         close_timeout=CLOSE_TIMEOUT,
@@ -151,7 +151,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
         held, querying = conns[2:]  # one held quietly, one whose query is stuck in the stall
         # The driver's connections under those two leases, to look at once close() ended them.
         raw_held, raw_querying = raw_connection(held), raw_connection(querying)
-        assert await sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
+        assert await sessions_settled(postgres_server, app_name, MAX_SIZE) == MAX_SIZE
 
         async def stuck_query() -> None:
             try:
@@ -173,7 +173,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
     held_terminated = raw_held.is_closed() and raw_querying.is_closed()
     heal_at = time.monotonic()
     fault_proxy.heal()
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
     sessions_gone = time.monotonic() - heal_at
 
     (close_took,) = took
@@ -207,7 +207,7 @@ async def test_close_into_a_black_hole_returns_within_its_timeouts_and_terminate
 
 
 async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after_heal(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = unique_app_name("black-hole-refill")
     min_size = 2
@@ -215,7 +215,7 @@ async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after
     maintenance_interval = 0.25
     pool = proxied_pool(
         fault_proxy,
-        pg_cluster,
+        postgres_server,
         app_name,
         min_size=min_size,
         max_size=MAX_SIZE,
@@ -278,10 +278,10 @@ async def test_the_background_refill_backs_off_in_a_black_hole_and_refills_after
         job_running = [
             task for task in maintenance_tasks() if app_name in task.get_name() and not task.done()
         ]
-        stats, shown = await settled_books(pool, pg_cluster, app_name)
+        stats, shown = await settled_books(pool, postgres_server, app_name)
     finally:
         await pool.close()
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
 
     leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(

@@ -140,10 +140,10 @@ async def _cancel_at_target(task: _Task, runner: asyncio.Task[bool]) -> None:
         runner.cancel()
 
 
-async def test_a_thousand_cancelled_tasks_leave_every_connection_clean(pg_dsn: str) -> None:
+async def test_a_thousand_cancelled_tasks_leave_every_connection_clean(postgres_url: str) -> None:
     app_name = f"aiodbpool-cancel-storm-{uuid.uuid4().hex[:12]}"
     pool = Pool(
-        PostgresDriver(pg_dsn, server_settings={"application_name": app_name}),
+        PostgresDriver(postgres_url, server_settings={"application_name": app_name}),
         name="cancellation-storm",
         min_size=MIN_SIZE,
         max_size=MAX_SIZE,
@@ -195,9 +195,9 @@ async def test_a_thousand_cancelled_tasks_leave_every_connection_clean(pg_dsn: s
         assert pool.stats().created == stats.created
 
         # The server runs nothing for the pool and has exactly its sessions.
-        view = await server_shows(pg_dsn, app_name, lambda view: view == (stats.size, 0))
+        view = await server_shows(postgres_url, app_name, lambda view: view == (stats.size, 0))
         settled = time.monotonic()
-    view_after_close = await server_shows(pg_dsn, app_name, lambda view: view == (0, 0))
+    view_after_close = await server_shows(postgres_url, app_name, lambda view: view == (0, 0))
 
     landed = Counter(task.cancelled_in for task in plan if task.cancelled_in is not None)
     where = ", ".join(f"{phase} {landed[phase]}" for phase in CANCELLATION_POINTS)

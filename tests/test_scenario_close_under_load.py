@@ -30,11 +30,11 @@ from pathlib import Path
 
 import asyncpg
 from helpers import check_books, wait_until
-from pgcluster import PgCluster
 from scenarios import Tally, server_shows
 
 from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolError, raw_connection
 from aiodbpool.drivers.postgres import PostgresDriver
+from aiodbpool.integrations.testing import PostgresServer
 
 CLOSE_TIMEOUT = 2.0
 CLOSE_BOUND = 10.0
@@ -56,9 +56,9 @@ def _app_name() -> str:
     return f"aiodbpool-close-under-load-{uuid.uuid4().hex[:12]}"
 
 
-def _driver(pg_cluster: PgCluster, app_name: str) -> PostgresDriver:
+def _driver(postgres_server: PostgresServer, app_name: str) -> PostgresDriver:
     return PostgresDriver(
-        pg_cluster.dsn,
+        postgres_server.dsn,
         server_settings={"application_name": app_name, "client_connection_check_interval": "100"},
     )
 
@@ -80,8 +80,8 @@ async def _run(
     return errors[before] if len(errors) > before else None
 
 
-def _postmaster_pid(pg_cluster: PgCluster) -> int:
-    return int(Path(pg_cluster.data_dir, "postmaster.pid").read_text().split()[0])
+def _postmaster_pid(postgres_server: PostgresServer) -> int:
+    return int(Path(postgres_server.data_dir, "postmaster.pid").read_text().split()[0])
 
 
 def _signal_pending(pid: int, signum: int) -> bool:
@@ -93,10 +93,10 @@ def _signal_pending(pid: int, signum: int) -> bool:
 
 
 @asynccontextmanager
-async def _frozen(pg_cluster: PgCluster) -> AsyncIterator[int]:
+async def _frozen(postgres_server: PostgresServer) -> AsyncIterator[int]:
     """Hold the server's postmaster stopped (``SIGSTOP``): the kernel completes TCP handshakes
     on its port, but no connection gets an answer until it resumes. Yields its process id."""
-    pid = _postmaster_pid(pg_cluster)
+    pid = _postmaster_pid(postgres_server)
     os.kill(pid, signal.SIGSTOP)
     try:
         yield pid
@@ -113,11 +113,11 @@ WORKERS = 20
 
 
 async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waiters(
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
 ) -> None:
     app_name = _app_name()
     pool = Pool(
-        _driver(pg_cluster, app_name),
+        _driver(postgres_server, app_name),
         name="close-under-load",
         max_size=MAX_SIZE,
         acquire_timeout=OPERATION_BOUND - 5,
@@ -148,7 +148,7 @@ async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waite
             asyncio.create_task(_run(tally, hold_stuck, holder_errors)) for _ in range(STUCK)
         ]
         await server_shows(
-            pg_cluster.admin_dsn, app_name, lambda view: view[1] == STUCK, running=STUCK_QUERY
+            postgres_server.admin_dsn, app_name, lambda view: view[1] == STUCK, running=STUCK_QUERY
         )
         workers += [asyncio.create_task(worker()) for _ in range(WORKERS)]
         await wait_until(
@@ -165,7 +165,7 @@ async def test_close_terminates_connections_stuck_in_queries_and_fails_the_waite
     await asyncio.gather(*holders, *workers)
     stats = pool.stats()
     check_books(pool)
-    view = await server_shows(pg_cluster.admin_dsn, app_name, lambda view: view == (0, 0))
+    view = await server_shows(postgres_server.admin_dsn, app_name, lambda view: view == (0, 0))
     server_clean = time.monotonic() - close_began
 
     closed_errors = sum(isinstance(error, PoolClosed) for error in worker_errors)
@@ -209,11 +209,11 @@ ACQUIRERS = 8
 
 
 async def test_close_does_not_wait_for_connects_to_a_frozen_server(
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
 ) -> None:
     app_name = _app_name()
     pool = Pool(
-        _driver(pg_cluster, app_name),
+        _driver(postgres_server, app_name),
         name="close-frozen-server",
         max_size=CONNECTS + 1,
         acquire_timeout=None,  # nothing but close() ends these acquires
@@ -223,7 +223,7 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
     tally = Tally("close() during hung connects", allowed=CLOSING_ERRORS)
     errors: list[BaseException] = []
     await pool.open()
-    async with _frozen(pg_cluster):
+    async with _frozen(postgres_server):
         try:
             acquirers = [
                 asyncio.create_task(_run(tally, partial(_acquire_and_select, pool), errors))
@@ -241,7 +241,7 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
         await asyncio.gather(*acquirers)
         stats = pool.stats()
         check_books(pool)
-    view = await server_shows(pg_cluster.admin_dsn, app_name, lambda view: view == (0, 0))
+    view = await server_shows(postgres_server.admin_dsn, app_name, lambda view: view == (0, 0))
 
     tally.report(
         faults=(
@@ -261,11 +261,11 @@ async def test_close_does_not_wait_for_connects_to_a_frozen_server(
 
 
 async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
 ) -> None:
     app_name = _app_name()
     pool = Pool(
-        _driver(pg_cluster, app_name),
+        _driver(postgres_server, app_name),
         name="close-server-stopping",
         max_size=CONNECTS + 1,
         acquire_timeout=None,
@@ -276,7 +276,7 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
     errors: list[BaseException] = []
     await pool.open()
     try:
-        async with _frozen(pg_cluster) as postmaster:
+        async with _frozen(postgres_server) as postmaster:
             acquirers = [
                 asyncio.create_task(_run(tally, partial(_acquire_and_select, pool), errors))
                 for _ in range(ACQUIRERS)
@@ -290,7 +290,7 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
             await wait_until(lambda: pool.closed, message="close() started")
             # Stop the server while the connects wait for it: pg_ctl asks the postmaster to
             # shut down, and it does so as soon as it runs again.
-            stopping = asyncio.create_task(asyncio.to_thread(pg_cluster.stop))
+            stopping = asyncio.create_task(asyncio.to_thread(postgres_server.stop))
             await wait_until(
                 lambda: _signal_pending(postmaster, signal.SIGINT),
                 timeout=15,
@@ -304,8 +304,8 @@ async def test_close_returns_when_the_server_stops_in_the_middle_of_connects(
         stats = pool.stats()
         check_books(pool)
     finally:
-        await asyncio.to_thread(pg_cluster.start)
-    view = await server_shows(pg_cluster.admin_dsn, app_name, lambda view: view == (0, 0))
+        await asyncio.to_thread(postgres_server.start)
+    view = await server_shows(postgres_server.admin_dsn, app_name, lambda view: view == (0, 0))
 
     kinds = sorted({type(error.__cause__ or error).__name__ for error in errors})
     tally.report(

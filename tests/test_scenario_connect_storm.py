@@ -23,11 +23,11 @@ from functools import partial
 import asyncpg
 import pytest
 from helpers import check_books, wait_until
-from pgcluster import PgCluster
 from scenarios import POSTGRES_OUTAGE_ERRORS, Tally, sessions_settled
 
 from aiodbpool import Pool, PoolConnectError
 from aiodbpool.drivers.postgres import PostgresDriver
+from aiodbpool.integrations.testing import PostgresServer
 
 OUTAGE = 10.0
 """How long the database refuses connections, in seconds."""
@@ -134,11 +134,11 @@ async def _select_one(pool: Pool[asyncpg.Connection], failure: list[BaseExceptio
 
 @pytest.mark.slow
 async def test_a_ten_second_refusal_is_met_with_backoff_and_the_pool_recovers(
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
 ) -> None:
     app_name = f"aiodbpool-connect-storm-{uuid.uuid4().hex[:12]}"
     driver = _CountingDriver(
-        PostgresDriver(pg_cluster.dsn, server_settings={"application_name": app_name})
+        PostgresDriver(postgres_server.dsn, server_settings={"application_name": app_name})
     )
     pool = Pool(
         driver,
@@ -172,7 +172,7 @@ async def test_a_ten_second_refusal_is_met_with_backoff_and_the_pool_recovers(
             await wait_until(lambda: tally.succeeded >= 100, timeout=15, message="warm-up")
             stop_began = time.monotonic()
             try:
-                await asyncio.to_thread(pg_cluster.stop)
+                await asyncio.to_thread(postgres_server.stop)
                 refusing_since = time.monotonic()
                 await wait_until(
                     lambda: pool.stats().breaker_open, timeout=OUTAGE, message="breaker open"
@@ -181,7 +181,7 @@ async def test_a_ten_second_refusal_is_met_with_backoff_and_the_pool_recovers(
                 # The outage itself: its length is the scenario's, nothing waits on it.
                 await asyncio.sleep(refusing_since + OUTAGE - time.monotonic())
             finally:
-                await asyncio.to_thread(pg_cluster.start)
+                await asyncio.to_thread(postgres_server.start)
             server_back = time.monotonic()
             during_outage = pool.stats()
 
@@ -208,8 +208,8 @@ async def test_a_ten_second_refusal_is_met_with_backoff_and_the_pool_recovers(
         )
         stats = pool.stats()
         check_books(pool)
-        shown = await sessions_settled(pg_cluster, app_name, stats.size)
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+        shown = await sessions_settled(postgres_server, app_name, stats.size)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
 
     window = server_back - stop_began
     connects = driver.during(stop_began, server_back)

@@ -35,10 +35,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from helpers import wait_until
-from pgcluster import PgCluster
 from scenarios import Tally
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.importer import import_from_string
+
+from aiodbpool.integrations.testing import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = ROOT / "examples" / "serve"
@@ -123,10 +124,10 @@ async def _schema(dsn: str) -> AsyncIterator[str]:
             await admin.close()
 
 
-async def _sessions(pg_cluster: PgCluster, application_name: str) -> int:
+async def _sessions(postgres_server: PostgresServer, application_name: str) -> int:
     """The app's sessions as PostgreSQL counts them (a new connection each time: the server
     restarts)."""
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    admin = await asyncpg.connect(postgres_server.admin_dsn)
     try:
         count: int = await admin.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application_name
@@ -157,7 +158,7 @@ class Load:
 
 
 async def test_the_notes_service_rides_out_database_restarts_under_load(
-    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     create_app = _create_app(monkeypatch)
     name = f"notes-fault-{uuid.uuid4().hex[:12]}"
@@ -166,10 +167,10 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
     request_ids = itertools.count()
     stop = asyncio.Event()
 
-    async with _schema(pg_cluster.dsn) as schema:
+    async with _schema(postgres_server.dsn) as schema:
         app = ErrorsByRequest(
             create_app(
-                pg_cluster.dsn,
+                postgres_server.dsn,
                 max_size=MAX_SIZE,
                 acquire_timeout=ACQUIRE_TIMEOUT,
                 server_settings={"application_name": name, "search_path": schema},
@@ -245,7 +246,7 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
 
             # Fault 1: a restart (every session ended, the server back at once).
             began = time.monotonic()
-            await asyncio.to_thread(pg_cluster.restart)
+            await asyncio.to_thread(postgres_server.restart)
             back_after_restart = time.monotonic()
             await wait_until(
                 lambda: load.first_success_since(back_after_restart) is not None, timeout=60
@@ -253,7 +254,7 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
             restart_took = back_after_restart - began
 
             # Fault 2: the database stopped for OUTAGE seconds, answered by 503s meanwhile.
-            await asyncio.to_thread(pg_cluster.stop)
+            await asyncio.to_thread(postgres_server.stop)
             down = time.monotonic()
             await wait_until(
                 lambda: (
@@ -262,7 +263,7 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
                 ),
                 timeout=30,
             )
-            await asyncio.to_thread(pg_cluster.start)
+            await asyncio.to_thread(postgres_server.start)
             back_after_stop = time.monotonic()
             down_for = back_after_stop - down
             await wait_until(
@@ -280,8 +281,8 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
             for task in clients:
                 task.cancel()
             await asyncio.gather(*clients, return_exceptions=True)
-            if not pg_cluster.is_running():
-                await asyncio.to_thread(pg_cluster.start)
+            if not postgres_server.is_running():
+                await asyncio.to_thread(postgres_server.start)
 
         try:
             # Nothing is lent any more, and PostgreSQL shows exactly the pool's sessions
@@ -290,7 +291,7 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
                 deadline = time.monotonic() + 15
                 while True:
                     stats = (await http.get("/pool/stats")).json()["pools"]["notes"]
-                    shown = await _sessions(pg_cluster, name)
+                    shown = await _sessions(postgres_server, name)
                     settled = stats["opening"] == stats["closing"] == 0
                     if (settled and shown == stats["size"]) or time.monotonic() > deadline:
                         break
@@ -301,7 +302,7 @@ async def test_the_notes_service_rides_out_database_restarts_under_load(
             listener.close()
 
         deadline = time.monotonic() + 15
-        while (shown_after_stop := await _sessions(pg_cluster, name)) != 0:
+        while (shown_after_stop := await _sessions(postgres_server, name)) != 0:
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)

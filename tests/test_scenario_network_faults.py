@@ -28,7 +28,6 @@ import time
 
 import asyncpg
 from faultproxy import FaultProxy
-from pgcluster import PgCluster
 from scenarios import (
     MARGIN,
     NETWORK_ERRORS,
@@ -46,6 +45,7 @@ from scenarios import (
 )
 
 from aiodbpool import Pool
+from aiodbpool.integrations.testing import PostgresServer
 
 MAX_SIZE = 4
 CHECK_CLIENT = {"client_connection_check_interval": "100"}
@@ -57,9 +57,9 @@ CLOSE_TIMEOUT = 0.5
 ACQUIRE_TIMEOUT = 5.0
 
 
-async def _count(pg_cluster: PgCluster, sql: str, *args: object) -> int:
+async def _count(postgres_server: PostgresServer, sql: str, *args: object) -> int:
     """One count from the server, asked over its Unix socket, not through the proxy."""
-    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    admin = await asyncpg.connect(postgres_server.admin_dsn)
     try:
         count: int = await admin.fetchval(sql, *args)
         return count
@@ -79,12 +79,12 @@ async def _warm_up(pool: Pool[asyncpg.Connection], count: int) -> None:
 
 
 async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = unique_app_name("cut-idle")
     pool = proxied_pool(
         fault_proxy,
-        pg_cluster,
+        postgres_server,
         app_name,
         CHECK_CLIENT,
         max_size=MAX_SIZE,
@@ -102,13 +102,13 @@ async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
     async with pool:
         await _warm_up(pool, MAX_SIZE)
         before = pool.stats()
-        assert await sessions_settled(pg_cluster, app_name, MAX_SIZE) == MAX_SIZE
+        assert await sessions_settled(postgres_server, app_name, MAX_SIZE) == MAX_SIZE
         cut = fault_proxy.cut()
         cut_at = time.monotonic()
         await asyncio.gather(*(client() for _ in range(clients)))
         all_served = time.monotonic()
-        stats, shown = await settled_books(pool, pg_cluster, app_name)
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, postgres_server, app_name)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
 
     leaked = unaccounted(stats, shown, shown_after_close)
     first = min(served_at) - cut_at
@@ -137,12 +137,12 @@ async def test_a_cut_of_idle_connections_costs_nothing_with_validation_on(
 
 
 async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serves_again(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = unique_app_name("cut-in-use")
     pool = proxied_pool(
         fault_proxy,
-        pg_cluster,
+        postgres_server,
         app_name,
         CHECK_CLIENT,
         max_size=MAX_SIZE,
@@ -165,7 +165,7 @@ async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serve
             for _ in range(MAX_SIZE)
         ]
         deadline = time.monotonic() + SETTLE
-        while await _count(pg_cluster, running_sql, app_name) < MAX_SIZE:
+        while await _count(postgres_server, running_sql, app_name) < MAX_SIZE:
             assert time.monotonic() < deadline, "the queries never started on the server"
             await asyncio.sleep(0.02)
         cut = fault_proxy.cut()
@@ -178,8 +178,8 @@ async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serve
         served += [
             await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
         ]
-        stats, shown = await settled_books(pool, pg_cluster, app_name)
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, postgres_server, app_name)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
 
     leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(
@@ -211,12 +211,12 @@ async def test_a_cut_under_running_queries_fails_them_cleanly_and_the_pool_serve
 
 
 async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal(
-    fault_proxy: FaultProxy, pg_cluster: PgCluster
+    fault_proxy: FaultProxy, postgres_server: PostgresServer
 ) -> None:
     app_name = unique_app_name("stall")
     pool = proxied_pool(
         fault_proxy,
-        pg_cluster,
+        postgres_server,
         app_name,
         CHECK_CLIENT,
         max_size=MAX_SIZE,
@@ -274,8 +274,8 @@ async def test_a_stall_times_out_pings_and_resets_and_the_pool_serves_after_heal
         served += [
             await tally.run(lambda: select_one(pool), bound=OPERATION_BOUND) for _ in range(9)
         ]
-        stats, shown = await settled_books(pool, pg_cluster, app_name)
-    shown_after_close = await sessions_settled(pg_cluster, app_name, 0)
+        stats, shown = await settled_books(pool, postgres_server, app_name)
+    shown_after_close = await sessions_settled(postgres_server, app_name, 0)
 
     leaked = unaccounted(stats, shown, shown_after_close)
     tally.report(

@@ -41,10 +41,10 @@ from typing import Any
 import asyncpg
 import pytest
 from helpers import check_books, wait_until
-from pgcluster import PgCluster
 from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
 
 from aiodbpool import Pool, PoolTimeout, create_pool
+from aiodbpool.integrations.testing import PostgresServer
 
 DURATION = float(os.environ.get("AIODBPOOL_SOAK_SECONDS", "10"))
 """Seconds of load per run (each event loop runs the test once)."""
@@ -144,8 +144,8 @@ class Admin:
     """A superuser connection for counting and terminating the pool's sessions; it connects
     again when the server has ended it (a restart)."""
 
-    def __init__(self, pg_cluster: PgCluster, application_name: str) -> None:
-        self._dsn = pg_cluster.admin_dsn
+    def __init__(self, postgres_server: PostgresServer, application_name: str) -> None:
+        self._dsn = postgres_server.admin_dsn
         self._name = application_name
         self._conn: asyncpg.Connection | None = None
 
@@ -194,12 +194,12 @@ async def _sessions_settled(admin: Admin, expected: Callable[[], int], timeout: 
 
 @pytest.mark.slow
 async def test_a_soak_with_faults_keeps_memory_and_connections_flat(
-    pg_cluster: PgCluster,
+    postgres_server: PostgresServer,
 ) -> None:
     name = f"aiodbpool-soak-{uuid.uuid4().hex[:12]}"
     table = f"soak_{uuid.uuid4().hex[:12]}"
     pool: Pool[asyncpg.Connection] = create_pool(
-        pg_cluster.dsn,
+        postgres_server.dsn,
         name="soak",
         min_size=MIN_SIZE,
         max_size=MAX_SIZE,
@@ -213,9 +213,9 @@ async def test_a_soak_with_faults_keeps_memory_and_connections_flat(
     )
     soak = Soak(Tally("soak", allowed=POSTGRES_OUTAGE_ERRORS))
     tally = soak.tally
-    admin = Admin(pg_cluster, name)  # counts sessions
-    killer = Admin(pg_cluster, name)  # terminates them, at the same time
-    setup = await asyncpg.connect(pg_cluster.dsn)
+    admin = Admin(postgres_server, name)  # counts sessions
+    killer = Admin(postgres_server, name)  # terminates them, at the same time
+    setup = await asyncpg.connect(postgres_server.dsn)
     await setup.execute(f"CREATE TABLE {table} (worker int, n bigint)")
     await setup.close()
     stop = asyncio.Event()
@@ -303,9 +303,9 @@ async def test_a_soak_with_faults_keeps_memory_and_connections_flat(
         elif fault == "terminate all":
             soak.terminated += await killer.terminate(1.0)
         elif fault == "restart":
-            await asyncio.to_thread(pg_cluster.restart)
+            await asyncio.to_thread(postgres_server.restart)
         else:
-            await asyncio.to_thread(pg_cluster.stop)
+            await asyncio.to_thread(postgres_server.stop)
             try:
                 # The outage lasts until the pool has noticed it (half a second at least).
                 down = time.monotonic()
@@ -315,7 +315,7 @@ async def test_a_soak_with_faults_keeps_memory_and_connections_flat(
                     message="the pool notices the outage",
                 )
             finally:
-                await asyncio.to_thread(pg_cluster.start)
+                await asyncio.to_thread(postgres_server.start)
 
     async def sample() -> None:
         try:
@@ -396,9 +396,9 @@ async def test_a_soak_with_faults_keeps_memory_and_connections_flat(
         await asyncio.gather(*workers, *([sampling] if sampling else []), return_exceptions=True)
         if not tracing_already:
             tracemalloc.stop()
-        if not pg_cluster.is_running():
-            await asyncio.to_thread(pg_cluster.start)
-        cleanup = await asyncpg.connect(pg_cluster.dsn)
+        if not postgres_server.is_running():
+            await asyncio.to_thread(postgres_server.start)
+        cleanup = await asyncpg.connect(postgres_server.dsn)
         await cleanup.execute(f"DROP TABLE {table}")
         await cleanup.close()
         admin.close()

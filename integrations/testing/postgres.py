@@ -1,30 +1,36 @@
-"""A throwaway PostgreSQL server for the tests, built from the binaries of the ``pgserver`` package.
+"""A throwaway PostgreSQL server for test suites, run from the binaries of the ``pgserver`` package.
 
-:class:`PgCluster` makes a cluster in a temporary directory and runs it the way a real deployment
-looks to a client:
+:class:`PostgresServer` makes a database cluster in a temporary directory and runs it the way a
+real deployment looks to a client:
 
 * TCP on ``127.0.0.1`` (a free port, kept across restarts) with ``scram-sha-256`` passwords,
   for an application role that owns the test database and may create tables in it;
 * a Unix socket in the cluster's own directory, where the superuser ``postgres`` is trusted, for
   admin queries (terminating connections, reading ``pg_stat_activity``);
-* optionally pgbouncer in front of it (:meth:`PgCluster.start_pgbouncer`).
+* optionally pgbouncer in front of it (:meth:`PostgresServer.start_pgbouncer`).
 
 It is tuned for speed, not durability (``fsync``, ``synchronous_commit`` and ``full_page_writes``
-off), and has room for 200 connections. PostgreSQL and pgbouncer refuse to run as root: when the
-tests run as root, both run as the system user ``aiodbpool``, created on first use. If that user
-may not enter the directories of the installed ``pgserver`` (a clone in a home directory of mode
-0700, or in ``mktemp -d``), the cluster runs a copy of its programs kept in the temporary
-directory; the user's own directories are left as they are.
+off), and has room for 200 connections. It needs the ``pgserver`` package
+(``pip install 'aiodbpool[testing]'``), and is what the pytest plugin's ``postgres_server``
+fixture runs (see :mod:`aiodbpool.integrations.testing.plugin`).
 
-Every step that fails raises :class:`PgClusterError` with the end of the server's log, so a CI
-log says why. A cluster that is not closed is stopped and deleted at interpreter exit, and, should
-the test process die without running that (``SIGKILL``, a crash), by a small watchdog process that
-notices the test process is gone.
+PostgreSQL and pgbouncer refuse to run as root: when the tests run as root, both run as the system
+user ``aiodbpool`` (or the one named by ``$AIODBPOOL_TEST_SERVER_USER``), created by the first
+:meth:`~PostgresServer.start` if it does not exist; nothing else creates it. If that user may not
+enter the directories of the installed ``pgserver`` (a clone in a home directory of mode 0700, or
+in ``mktemp -d``), the server runs a copy of its programs kept in the temporary directory; the
+user's own directories are left as they are.
 
-Use it as a context manager, or call :meth:`PgCluster.start` and :meth:`PgCluster.close`::
+Every step that fails raises :class:`PostgresServerError` with the end of the server's log, so a
+CI log says why. A server that is not closed is stopped and deleted at interpreter exit, and,
+should the test process die without running that (``SIGKILL``, a crash), by a small watchdog
+process that notices the test process is gone.
 
-    with PgCluster() as cluster:
-        conn = await asyncpg.connect(cluster.dsn)
+Use it as a context manager, or call :meth:`PostgresServer.start` and
+:meth:`PostgresServer.close`::
+
+    with PostgresServer() as server:
+        conn = await asyncpg.connect(server.dsn)
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ import atexit
 import hashlib
 import importlib.util
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -46,14 +51,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import pwd  # (imported when needed: the module also imports where there is no pwd)
 
 __all__ = [
     "SERVER_USER",
-    "PgCluster",
-    "PgClusterError",
+    "SERVER_USER_VARIABLE",
     "PoolMode",
+    "PostgresServer",
+    "PostgresServerError",
     "StopMode",
     "free_port",
     "pgbouncer_binary",
@@ -68,6 +77,10 @@ PoolMode: TypeAlias = Literal["session", "transaction", "statement"]
 
 SERVER_USER = "aiodbpool"
 """The system user that runs PostgreSQL and pgbouncer when the tests run as root."""
+
+SERVER_USER_VARIABLE = "AIODBPOOL_TEST_SERVER_USER"
+"""The environment variable naming another system user than :data:`SERVER_USER` (one that exists
+already, for a system without ``useradd``)."""
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _TIMEOUT = 60.0
@@ -87,8 +100,11 @@ _SETTINGS = {
 }
 
 
-class PgClusterError(RuntimeError):
-    """A step of setting up or running the test cluster failed; the message ends with its log."""
+class PostgresServerError(RuntimeError):
+    """A step of setting up or running the test server failed; the message ends with its log."""
+
+
+PostgresServerError.__module__ = "aiodbpool.integrations.testing"
 
 
 def postgres_bin_dir() -> Path:
@@ -98,12 +114,16 @@ def postgres_bin_dir() -> Path:
     """
     spec = importlib.util.find_spec("pgserver")
     if spec is None or spec.origin is None:
-        raise PgClusterError(
-            "the PostgreSQL tests need the 'pgserver' package (pip install pgserver)"
+        raise PostgresServerError(
+            "the throwaway PostgreSQL server runs pgserver's programs, and the 'pgserver' package "
+            "is not installed: pip install 'aiodbpool[testing]' (or pgserver); or set "
+            "AIODBPOOL_TEST_DSN to a server of your own for the tests that need only its URL"
         )
     bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
     if not (bin_dir / "pg_ctl").is_file():
-        raise PgClusterError(f"pgserver is installed but has no PostgreSQL programs in {bin_dir}")
+        raise PostgresServerError(
+            f"pgserver is installed but has no PostgreSQL programs in {bin_dir}"
+        )
     return bin_dir
 
 
@@ -127,27 +147,36 @@ def free_port() -> int:
 
 
 def _server_account() -> pwd.struct_passwd | None:
-    """The account to run the servers as: ``None`` (ourselves) unless we are root."""
+    """The account to run the servers as: ``None`` (ourselves) unless we are root, in which case
+    the system user :data:`SERVER_USER` (or ``$AIODBPOOL_TEST_SERVER_USER``), created if missing.
+    """
     if os.geteuid() != 0:
         return None
+    import pwd
+
+    name = os.environ.get(SERVER_USER_VARIABLE) or SERVER_USER
     try:
-        return pwd.getpwnam(SERVER_USER)
+        return pwd.getpwnam(name)
     except KeyError:
         pass
     # Another test session may create it at the same moment: look again whatever useradd says.
-    created = subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", SERVER_USER],
-        capture_output=True,
-        text=True,
-        check=False,
-    )  # fmt: skip
     try:
-        return pwd.getpwnam(SERVER_USER)
+        created = subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+             "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        why = created.stderr.strip() or f"useradd exited with {created.returncode}"
+    except OSError as error:  # no useradd on this system
+        why = str(error)
+    try:
+        return pwd.getpwnam(name)
     except KeyError:
-        raise PgClusterError(
-            f"PostgreSQL refuses to run as root, and creating the system user {SERVER_USER!r} "
-            f"failed: {created.stderr.strip()}"
+        raise PostgresServerError(
+            f"PostgreSQL refuses to run as root, and creating the system user {name!r} failed: "
+            f"{why}; create it yourself, or name an existing one in ${SERVER_USER_VARIABLE}"
         ) from None
 
 
@@ -210,14 +239,14 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class PgCluster:
-    """A PostgreSQL cluster in a temporary directory, for tests.
+class PostgresServer:
+    """A throwaway PostgreSQL server in a temporary directory, for tests.
 
-    Nothing happens until :meth:`start`, which creates the cluster the first time (``initdb``,
-    configuration, the application role and database) and starts the server. The TCP port is
-    chosen then and kept: :meth:`restart`, and :meth:`stop` followed by :meth:`start`, bring the
-    server back where existing DSNs point. :meth:`close` stops everything and deletes the
-    directory; it is safe to call more than once.
+    Nothing happens until :meth:`start`, which creates the database cluster the first time
+    (``initdb``, configuration, the application role and database) and starts the server. The
+    TCP port is chosen then and kept: :meth:`restart`, and :meth:`stop` followed by
+    :meth:`start`, bring the server back where existing DSNs point. :meth:`close` stops
+    everything and deletes the directory; it is safe to call more than once.
 
     ``timings`` holds how long the last run of each step took, in seconds: ``"initdb"``,
     ``"start"``, ``"stop"``, ``"restart"``, ``"pgbouncer"``.
@@ -267,7 +296,7 @@ class PgCluster:
     def port(self) -> int:
         """The server's TCP port (also the number in its Unix socket's name)."""
         if self._port is None:
-            raise PgClusterError("the cluster has not been started")
+            raise PostgresServerError("the server has not been started")
         return self._port
 
     @property
@@ -319,9 +348,9 @@ class PgCluster:
 
     def __repr__(self) -> str:
         if self._base is None:
-            return f"<PgCluster {'closed' if self._port is not None else 'not started'}>"
+            return f"<PostgresServer {'closed' if self._port is not None else 'not started'}>"
         bouncer = f" pgbouncer={self._bouncer_port}" if self._bouncer is not None else ""
-        return f"<PgCluster {self.host}:{self._port} dir={self._base}{bouncer}>"
+        return f"<PostgresServer {self.host}:{self._port} dir={self._base}{bouncer}>"
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -329,7 +358,7 @@ class PgCluster:
         """Start the server (creating the cluster on the first call); no-op when it runs."""
         if self._base is None:
             if self._port is not None:
-                raise PgClusterError("the cluster was closed; make a new PgCluster")
+                raise PostgresServerError("the server was closed; make a new PostgresServer")
             self._create()
             return
         if self.is_running():
@@ -374,7 +403,7 @@ class PgCluster:
             self.stop_pgbouncer()
             try:
                 self.stop("fast")
-            except PgClusterError:
+            except PostgresServerError:
                 self.stop("immediate")
         finally:
             self._base = None
@@ -382,7 +411,7 @@ class PgCluster:
             atexit.unregister(self.close)
             self._stop_watchdog()
 
-    def __enter__(self) -> PgCluster:
+    def __enter__(self) -> PostgresServer:
         self.start()
         return self
 
@@ -401,7 +430,7 @@ class PgCluster:
         is named; return psql's unaligned output.
 
         A synchronous way in for set-up and checks outside an event loop; in async tests prefer
-        ``asyncpg.connect(cluster.admin_dsn)``.
+        ``asyncpg.connect(server.admin_dsn)``.
         """
         result = self._run(
             [self._bin / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
@@ -438,7 +467,7 @@ class PgCluster:
         """
         binary = pgbouncer_binary()
         if binary is None:
-            raise PgClusterError("pgbouncer is not installed (Debian package 'pgbouncer')")
+            raise PostgresServerError("pgbouncer is not installed (Debian package 'pgbouncer')")
         self.start()
         if self._bouncer is not None:
             if self._bouncer.poll() is None and self._bouncer_mode == pool_mode:
@@ -469,10 +498,10 @@ class PgCluster:
         while not self._accepts(self._bouncer_port):
             if self._bouncer.poll() is not None:
                 self._bouncer = None
-                raise PgClusterError(f"pgbouncer exited at start:\n{_tail(log, 40)}")
+                raise PostgresServerError(f"pgbouncer exited at start:\n{_tail(log, 40)}")
             if time.monotonic() > deadline:
                 self.stop_pgbouncer()
-                raise PgClusterError(
+                raise PostgresServerError(
                     f"pgbouncer not listening after {_TIMEOUT}s:\n{_tail(log, 40)}"
                 )
             time.sleep(0.01)
@@ -541,7 +570,7 @@ ignore_startup_parameters = extra_float_digits
     @property
     def _dir(self) -> Path:
         if self._base is None:
-            raise PgClusterError("the cluster has not been started, or was closed")
+            raise PostgresServerError("the server has not been started, or was closed")
         return self._base
 
     def _create(self) -> None:
@@ -571,7 +600,9 @@ ignore_startup_parameters = extra_float_digits
         self._give_to_server_user(base)
         socket_file = self.socket_dir / f".s.PGSQL.{self.port}"
         if len(os.fsencode(socket_file)) > 107:
-            raise PgClusterError(f"Unix socket path too long: {socket_file}; set a shorter TMPDIR")
+            raise PostgresServerError(
+                f"Unix socket path too long: {socket_file}; set a shorter TMPDIR"
+            )
         began = time.perf_counter()
         self._run(
             [self._bin / "initdb", "-D", base / "data", "-U", "postgres", "--no-locale",
@@ -645,9 +676,11 @@ ignore_startup_parameters = extra_float_digits
                 extra_groups=self._extra_groups if as_server else None,
             )
         except subprocess.TimeoutExpired as exc:
-            raise PgClusterError(f"{what} hung for {exc.timeout}s\n{self._log_section()}") from None
+            raise PostgresServerError(
+                f"{what} hung for {exc.timeout}s\n{self._log_section()}"
+            ) from None
         if check and result.returncode != 0:
-            raise PgClusterError(
+            raise PostgresServerError(
                 f"{what} failed (exit {result.returncode}):\n"
                 f"{(result.stdout + result.stderr).strip()}\n{self._log_section()}"
             )
@@ -717,9 +750,9 @@ ignore_startup_parameters = extra_float_digits
             watchdog.wait(_TIMEOUT)
 
 
-# The watchdog's program (see PgCluster._start_watchdog). Arguments: the cluster's directory, the
-# path of pg_ctl, and the uid and gid to run pg_ctl as (-1: unchanged). Lines on stdin name the
-# processes to end: "pid N" for a pgbouncer that was started.
+# The watchdog's program (see PostgresServer._start_watchdog). Arguments: the server's directory,
+# the path of pg_ctl, and the uid and gid to run pg_ctl as (-1: unchanged). Lines on stdin name
+# the processes to end: "pid N" for a pgbouncer that was started.
 _WATCHDOG = """\
 import os, shutil, signal, subprocess, sys
 base, pg_ctl, uid, gid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
