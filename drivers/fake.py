@@ -1,4 +1,5 @@
-"""An in-memory database driver for test suites: slow, failing and broken databases on demand.
+"""An in-memory database driver for test suites: slow, failing and broken databases on demand,
+and connections that speak the client API the application was written for.
 
 A real database cannot be told "refuse the next two connections" or "stop answering pings", yet
 those are exactly the cases a connection pool exists to survive. ``FakeDriver`` satisfies the
@@ -16,6 +17,21 @@ server, and lets a test script every way a database misbehaves:
 * **Broken connections** (``FakeDriver.break_connection``): the server side went away. Either
   the client noticed at once (``is_closed`` is true), or it did not and only the next I/O reveals
   it -- the silent death that validation on acquire exists to catch.
+
+What statements return is scripted too (``FakeDriver.script``: by text, pattern or function),
+and a strict driver refuses a statement no script answers, so that a test notices SQL it did not
+expect.
+
+The connections speak one of three client APIs, chosen with ``api``: the fake's own minimal one
+(``FakeConnection``: ``execute``, ``fetch``, ``fetchval``, tuple rows), asyncpg's
+(``FakeAsyncpgConnection``) or aiosqlite's (``FakeAiosqliteConnection``), so that an application
+written for a real driver runs on the fake unchanged. Whatever the API, the state a test reads
+and the failure scripting are the same.
+
+This module holds the driver, its failure scripting and ``from_url``; the private modules beside
+it hold the rest, one job each: ``_fake_base`` (the errors, and a connection's state),
+``_fake_scripts`` (matching statements to scripts), ``_fake_asyncpg`` and ``_fake_aiosqlite``
+(the two client APIs).
 
 Two properties matter to the pool and are kept on purpose:
 
@@ -38,26 +54,71 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, ClassVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    Literal,
+    NamedTuple,
+    TypeAlias,
+    cast,
+    overload,
+)
 from urllib.parse import parse_qsl, urlsplit
 
 from aiodbpool import Lease, TransactionStatus, guarded_statement, raw_connection
+from aiodbpool.drivers._fake_aiosqlite import FakeAiosqliteConnection, FakeAiosqliteLease
+from aiodbpool.drivers._fake_asyncpg import FakeAsyncpgConnection, FakeAsyncpgLease, FakeRecord
+from aiodbpool.drivers._fake_base import (
+    FakeConnectionBase,
+    FakeConnectionError,
+    FakeDatabaseError,
+    FakeLeaseBase,
+    Row,
+    UnscriptedStatementError,
+    closed_error,
+)
+from aiodbpool.drivers._fake_scripts import (
+    NO_ROWS,
+    Answer,
+    FakeResult,
+    Responder,
+    Scripts,
+    is_transaction_control,
+    transaction_change,
+)
 from aiodbpool.redaction import redact_url
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+else:
+    from typing import TypeVar
+
 __all__ = [
+    "FakeAiosqliteConnection",
+    "FakeAsyncpgConnection",
     "FakeClock",
     "FakeConnection",
     "FakeConnectionError",
     "FakeDatabaseError",
     "FakeDriver",
+    "FakeRecord",
+    "FakeResult",
+    "UnscriptedStatementError",
     "from_url",
 ]
 
-Row = tuple[object, ...]
-"""One result row."""
+for _public in (FakeAiosqliteConnection, FakeAsyncpgConnection, FakeRecord, FakeResult):
+    _public.__module__ = "aiodbpool.drivers.fake"
+del _public
+
+_Api: TypeAlias = Literal["default", "asyncpg", "aiosqlite"]
+"""The client API a driver's connections speak."""
 
 _LATENCY_OPTIONS = (
     "connect_latency",
@@ -66,19 +127,6 @@ _LATENCY_OPTIONS = (
     "reset_latency",
     "close_latency",
 )
-
-
-class FakeDatabaseError(Exception):
-    """An error the fake database reported, such as a failed ``reset``."""
-
-
-class FakeConnectionError(FakeDatabaseError):
-    """The fake connection could not be opened, is closed, or lost its server."""
-
-
-for _error in (FakeDatabaseError, FakeConnectionError):
-    _error.__module__ = "aiodbpool.drivers.fake"
-del _error
 
 
 def _check_latency(name: str, value: object) -> float:
@@ -106,16 +154,16 @@ class _Latency:
     @overload
     def __get__(self, obj: None, owner: type[object] | None = None) -> _Latency: ...
     @overload
-    def __get__(self, obj: FakeDriver, owner: type[object] | None = None) -> float: ...
+    def __get__(self, obj: FakeDriver[Any], owner: type[object] | None = None) -> float: ...
     def __get__(
-        self, obj: FakeDriver | None, owner: type[object] | None = None
+        self, obj: FakeDriver[Any] | None, owner: type[object] | None = None
     ) -> _Latency | float:
         if obj is None:
             return self
         value: float = getattr(obj, self._attr)
         return value
 
-    def __set__(self, obj: FakeDriver, value: float) -> None:
+    def __set__(self, obj: FakeDriver[Any], value: float) -> None:
         setattr(obj, self._attr, _check_latency(self._name, value))
 
 
@@ -219,92 +267,16 @@ def _reset_failed() -> BaseException:
     return FakeDatabaseError("reset failed")
 
 
-def _transaction_change(sql: str) -> bool | None:
-    """Whether ``sql`` opens a transaction (True), ends one (False), or does neither (None).
+class FakeConnection(FakeConnectionBase):
+    """A connection of a ``FakeDriver`` with the fake's own minimal API (the default ``api``);
+    made by ``FakeDriver.connect``, not by hand.
 
-    Recognises ``BEGIN ...``, ``START TRANSACTION``, ``COMMIT``, ``END``, ``ROLLBACK`` and ``ABORT``
-    in any case; ``ROLLBACK TO SAVEPOINT`` keeps the transaction open.
-    """
-    words = sql.replace(";", " ").upper().split()
-    if not words:
-        return None
-    first = words[0]
-    if first == "BEGIN" or words[:2] == ["START", "TRANSACTION"]:
-        return True
-    if first in ("COMMIT", "END") or (first in ("ROLLBACK", "ABORT") and "TO" not in words):
-        return False
-    return None
-
-
-class FakeConnection:
-    """A connection of a ``FakeDriver``; made by ``FakeDriver.connect``, not by hand.
-
-    Queries return scripted rows (see ``FakeDriver.script``) and are recorded in ``executed``
-    and in the driver's ``queries``. A statement is recorded when it is sent, so one that failed or
-    was cancelled is recorded too.
+    Queries return scripted rows as tuples (see ``FakeDriver.script``) and are recorded in
+    ``executed`` and in the driver's ``queries``. A statement is recorded when it is sent, so one
+    that failed or was cancelled is recorded too.
     """
 
-    __slots__ = (
-        "_broken",
-        "_closed",
-        "_detected",
-        "_driver",
-        "_id",
-        "_in_transaction",
-        "_pings",
-        "_resets",
-        "executed",
-    )
-
-    def __init__(self, driver: FakeDriver, conn_id: int) -> None:
-        # The driver that opened this connection; it alone changes the fields below.
-        self._driver = driver
-        # 1, 2, 3... in the order the driver opened its connections.
-        self._id = conn_id
-        # Closed by the client (close or terminate).
-        self._closed = False
-        # The server side went away (break_connection).
-        self._broken = False
-        # The client knows it is broken: set at once by a detected break, or by the first I/O.
-        self._detected = False
-        # Between BEGIN and COMMIT/ROLLBACK, as answered by the server.
-        self._in_transaction = False
-        # Resets that rolled back a transaction.
-        self._resets = 0
-        # Ping calls, whatever their outcome.
-        self._pings = 0
-        self.executed: list[tuple[str, Row]] = []
-        """``(sql, args)`` of every statement sent on this connection, in order."""
-
-    @property
-    def id(self) -> int:
-        """The connection's number, 1, 2, 3... in the order its driver opened them."""
-        return self._id
-
-    @property
-    def closed(self) -> bool:
-        """Whether the client closed the connection (``close`` or ``terminate``)."""
-        return self._closed
-
-    @property
-    def broken(self) -> bool:
-        """Whether the server side went away (see ``FakeDriver.break_connection``)."""
-        return self._broken
-
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open: after ``BEGIN``, until ``COMMIT`` or ``ROLLBACK``."""
-        return self._in_transaction
-
-    @property
-    def resets(self) -> int:
-        """How many ``reset`` calls rolled back a transaction (resets of a clean one do nothing)."""
-        return self._resets
-
-    @property
-    def pings(self) -> int:
-        """How many times ``ping`` was called on this connection, whatever the outcome."""
-        return self._pings
+    __slots__ = ()
 
     async def execute(self, sql: str, *args: object) -> str:
         """Run a statement; return ``"OK"`` (or raise the exception scripted for ``sql``)."""
@@ -313,37 +285,18 @@ class FakeConnection:
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         """Run a query and return the rows scripted for ``sql`` (``[]`` when none are)."""
-        return await self._driver._query(self, sql, args)
+        result = await self._driver._query(self, sql, args)
+        return list(result.rows)
 
     async def fetchval(self, sql: str, *args: object) -> object | None:
         """Run a query and return the first column of its first row, or None if there is none."""
-        rows = await self._driver._query(self, sql, args)
+        rows = (await self._driver._query(self, sql, args)).rows
         if rows and rows[0]:
             return rows[0][0]
         return None
 
-    def __repr__(self) -> str:
-        if self._closed:
-            state = "closed"
-        elif self._broken:
-            state = "broken" if self._detected else "broken (undetected)"
-        else:
-            state = "open"
-        if self._in_transaction:
-            state += " in_transaction"
-        return f"<FakeConnection {self._id} {state}>"
 
-
-def _readable_after_release(name: str) -> property:
-    """A ``FakeConnection`` attribute that a test may read through a lease even after its end:
-    reading it asks nothing of the "server"."""
-    return property(
-        lambda lease: getattr(lease._leased, name),
-        doc=f"The connection's ``FakeConnection.{name}``, readable after the release too.",
-    )
-
-
-class _FakeLease(Lease[FakeConnection]):
+class _FakeLease(FakeLeaseBase[FakeConnection]):
     """A ``FakeConnection`` as a pool lends it: its queries refuse once it is released, exactly as
     the real drivers' connections do, so a test suite catches a use after release.
 
@@ -358,39 +311,34 @@ class _FakeLease(Lease[FakeConnection]):
     fetch = guarded_statement("fetch")
     fetchval = guarded_statement("fetchval")
 
-    id = _readable_after_release("id")
-    closed = _readable_after_release("closed")
-    broken = _readable_after_release("broken")
-    in_transaction = _readable_after_release("in_transaction")
-    resets = _readable_after_release("resets")
-    pings = _readable_after_release("pings")
-    executed = _readable_after_release("executed")
 
-
-def _unlent(conn: object) -> FakeConnection:
-    """The ``FakeConnection`` behind ``conn``, which may be a lease, ended or not: for the
-    driver's scripting and checks, which touch no lease's borrower."""
-    if isinstance(conn, _FakeLease):
-        return conn._leased
-    assert isinstance(conn, FakeConnection)
+def _unlent(conn: object) -> FakeConnectionBase:
+    """The connection behind ``conn``, which may be a lease, ended or not: for the driver's
+    scripting and checks, which touch no lease's borrower."""
+    if isinstance(conn, FakeLeaseBase):
+        leased: FakeConnectionBase = conn._leased
+        return leased
+    assert isinstance(conn, FakeConnectionBase)
     return conn
 
 
-class _Transaction(AbstractAsyncContextManager[FakeConnection]):
+class _Transaction(AbstractAsyncContextManager[Any]):
     """``BEGIN`` on entry; ``COMMIT`` on a clean exit, ``ROLLBACK`` when the block raised.
 
     When the block is cancelled (or interrupted by another ``BaseException``) nothing is sent: an
     await during cancellation could hang or swallow it, and the pool's ``reset`` rolls the still
-    open transaction back when the connection is released.
+    open transaction back when the connection is released. ``conn`` may be a lease, whose
+    statements refuse after its release.
     """
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_begin", "_conn")
 
-    def __init__(self, conn: FakeConnection) -> None:
+    def __init__(self, conn: Any, begin: str) -> None:
         self._conn = conn
+        self._begin = begin
 
-    async def __aenter__(self) -> FakeConnection:
-        await self._conn.execute("BEGIN")
+    async def __aenter__(self) -> Any:
+        await self._conn.execute(self._begin)
         return self._conn
 
     async def __aexit__(
@@ -405,20 +353,55 @@ class _Transaction(AbstractAsyncContextManager[FakeConnection]):
             await self._conn.execute("ROLLBACK")
 
 
-class FakeDriver:
+@asynccontextmanager
+async def _asyncpg_transaction(conn: Any) -> AsyncIterator[Any]:
+    """The driver's transaction block for asyncpg's API: the connection's own, as the
+    PostgreSQL driver's is (so a block nested in it is a savepoint)."""
+    async with conn.transaction():
+        yield conn
+
+
+class _ApiParts(NamedTuple):
+    """What makes one client API of the fake."""
+
+    connection_class: type[FakeConnectionBase]
+    lease_class: type[Lease[Any]]
+    transaction: Callable[[Any], AbstractAsyncContextManager[Any]]
+    """The driver's ``transaction(conn)`` for these connections."""
+
+
+_APIS: Final[dict[str, _ApiParts]] = {
+    "default": _ApiParts(FakeConnection, _FakeLease, lambda conn: _Transaction(conn, "BEGIN")),
+    "asyncpg": _ApiParts(FakeAsyncpgConnection, FakeAsyncpgLease, _asyncpg_transaction),
+    # The pool's SQLite driver begins its transactions with BEGIN IMMEDIATE.
+    "aiosqlite": _ApiParts(
+        FakeAiosqliteConnection,
+        FakeAiosqliteLease,
+        lambda conn: _Transaction(conn, "BEGIN IMMEDIATE"),
+    ),
+}
+
+if TYPE_CHECKING:
+    C = TypeVar("C", bound=FakeConnectionBase, default=FakeConnection)
+else:  # A TypeVar default needs Python 3.13 at run time; only type checkers read it.
+    C = TypeVar("C", bound=FakeConnectionBase)
+
+
+class FakeDriver(Generic[C]):
     """A scriptable in-memory driver for the pool: inject it to simulate any database behaviour.
 
-    All latencies are in seconds and may be changed at any time. ``rng`` chooses the victim of
+    ``api`` chooses what the connections speak: ``"default"`` (``FakeConnection``), ``"asyncpg"``
+    (``FakeAsyncpgConnection``) or ``"aiosqlite"`` (``FakeAiosqliteConnection``). With
+    ``strict``, a statement no script answers raises ``UnscriptedStatementError`` instead of
+    returning no rows; transaction control needs no script. All latencies are in seconds and may
+    be changed at any time, as may ``strict``. ``rng`` chooses the victim of
     ``break_random_connection``; pass a seeded ``random.Random`` for reproducible tests.
     """
-
-    lease_class: ClassVar[type[Lease[FakeConnection]]] = _FakeLease
-    """What a pool lends: a guarded stand-in for the connection (see ``aiodbpool.Lease``)."""
 
     connect_latency = _Latency()
     """Seconds each ``connect`` takes."""
     query_latency = _Latency()
-    """Seconds each query (``execute``, ``fetch``, ``fetchval``) takes."""
+    """Seconds each statement (a query, or a round trip such as asyncpg's ``prepare``) takes."""
     ping_latency = _Latency()
     """Seconds each ``ping`` takes."""
     reset_latency = _Latency()
@@ -426,9 +409,63 @@ class FakeDriver:
     close_latency = _Latency()
     """Seconds each ``close`` takes (``terminate`` is instant)."""
 
+    @overload
+    def __init__(
+        self: FakeDriver[FakeConnection],
+        *,
+        api: Literal["default"] = ...,
+        strict: bool = ...,
+        connect_latency: float = ...,
+        query_latency: float = ...,
+        ping_latency: float = ...,
+        reset_latency: float = ...,
+        close_latency: float = ...,
+        rng: random.Random | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FakeDriver[FakeAsyncpgConnection],
+        *,
+        api: Literal["asyncpg"],
+        strict: bool = ...,
+        connect_latency: float = ...,
+        query_latency: float = ...,
+        ping_latency: float = ...,
+        reset_latency: float = ...,
+        close_latency: float = ...,
+        rng: random.Random | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FakeDriver[FakeAiosqliteConnection],
+        *,
+        api: Literal["aiosqlite"],
+        strict: bool = ...,
+        connect_latency: float = ...,
+        query_latency: float = ...,
+        ping_latency: float = ...,
+        reset_latency: float = ...,
+        close_latency: float = ...,
+        rng: random.Random | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FakeDriver[Any],
+        *,
+        api: str,
+        strict: bool = ...,
+        connect_latency: float = ...,
+        query_latency: float = ...,
+        ping_latency: float = ...,
+        reset_latency: float = ...,
+        close_latency: float = ...,
+        rng: random.Random | None = ...,
+    ) -> None: ...
     def __init__(
         self,
         *,
+        api: str = "default",
+        strict: bool = False,
         connect_latency: float = 0.0,
         query_latency: float = 0.0,
         ping_latency: float = 0.0,
@@ -436,16 +473,29 @@ class FakeDriver:
         close_latency: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
+        parts = _APIS.get(api) if isinstance(api, str) else None
+        if parts is None:
+            raise ValueError(f"api must be one of {', '.join(map(repr, _APIS))}; got {api!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {type(strict).__name__}")
         self.connect_latency = connect_latency
         self.query_latency = query_latency
         self.ping_latency = ping_latency
         self.reset_latency = reset_latency
         self.close_latency = close_latency
         self._rng = random.Random() if rng is None else rng
+        self._api = cast(_Api, api)
+        self._parts = parts
+        # What connect() makes: the API's connection class (the type checker knows it as C).
+        self._connection_class = cast(Callable[["FakeDriver[Any]", int], C], parts.connection_class)
+
+        self.strict = strict
+        """Whether a statement no script answers raises ``UnscriptedStatementError`` (else it
+        returns no rows). Transaction control never needs a script."""
 
         # Connections the client has not closed, by id in opening order. Broken ones stay here
         # until closed: the pool still holds them and must close them.
-        self._live: dict[int, FakeConnection] = {}
+        self._live: dict[int, C] = {}
         # The id of the last connection opened.
         self._last_id = 0
         # Counters, changed only by connect() and _mark_closed().
@@ -460,15 +510,26 @@ class FakeDriver:
         self._connect_stall = _Stall()
         self._ping_stall = _Stall()
         self._reset_stall = _Stall()
-        # Results of queries by exact SQL text: rows, or an exception to raise.
-        self._scripts: dict[str, list[Row] | Exception] = {}
+        # What statements return (see script()).
+        self._scripts = Scripts()
 
         self.queries: list[tuple[int, str, Row]] = []
         """``(connection id, sql, args)`` of every statement sent on any connection, in order."""
 
+    @property
+    def api(self) -> _Api:
+        """The client API the connections speak: ``"default"``, ``"asyncpg"`` or ``"aiosqlite"``."""
+        return self._api
+
+    @property
+    def lease_class(self) -> type[Lease[Any]]:
+        """What a pool lends: a guarded stand-in for the connection (see ``aiodbpool.Lease``),
+        which refuses every statement after its release, as the real drivers' leases do."""
+        return self._parts.lease_class
+
     # -- the driver contract ------------------------------------------------------------------
 
-    async def connect(self) -> FakeConnection:
+    async def connect(self) -> C:
         """Open a connection, after ``connect_latency``, unless scripted to fail or stall."""
         self._connect_attempts += 1
         if self._connect_stall.active:
@@ -479,13 +540,13 @@ class FakeDriver:
         if failure is not None:
             raise failure
         self._last_id += 1
-        conn = FakeConnection(self, self._last_id)
+        conn = self._connection_class(self, self._last_id)
         self._live[conn.id] = conn
         self._opened += 1
         self._peak_live = max(self._peak_live, len(self._live))
         return conn
 
-    async def close(self, conn: FakeConnection) -> None:
+    async def close(self, conn: C) -> None:
         """Close ``conn`` after ``close_latency``; closing a closed connection does nothing.
 
         If the call is cancelled during its latency the connection stays open, as a polite close
@@ -499,17 +560,17 @@ class FakeDriver:
             await asyncio.sleep(self.close_latency)
         self._mark_closed(conn)
 
-    async def ping(self, conn: FakeConnection) -> None:
+    async def ping(self, conn: C) -> None:
         """Check ``conn`` with a round trip of ``ping_latency``.
 
         Raises ``FakeConnectionError`` if the connection is closed or broken, or if a failure
-        was scripted with ``fail_pings``.
+        was scripted with ``fail_pings``. Sends no statement: no script is consulted.
         """
         conn = raw_connection(conn)
         self._check_owner(conn)
         conn._pings += 1
         if conn._closed:
-            raise _closed_error(conn)
+            raise closed_error(conn)
         if self._ping_stall.active:
             await self._ping_stall.wait()
         failure = self._ping_failures.take(_ping_failed)
@@ -519,13 +580,13 @@ class FakeDriver:
         if failure is not None:
             raise failure
 
-    async def reset(self, conn: FakeConnection) -> None:
+    async def reset(self, conn: C) -> None:
         """Make ``conn`` clean: roll back its open transaction, if any.
 
         A clean connection costs nothing: unless a stall is scripted, the call returns without
-        awaiting anything. A dirty one waits ``reset_latency`` and records ``ROLLBACK``. Raises
-        ``FakeConnectionError`` if the connection is closed or broken, and
-        ``FakeDatabaseError`` if a failure was scripted with ``fail_resets``.
+        awaiting anything. A dirty one waits ``reset_latency`` and records ``ROLLBACK`` (no
+        script is consulted). Raises ``FakeConnectionError`` if the connection is closed or
+        broken, and ``FakeDatabaseError`` if a failure was scripted with ``fail_resets``.
         """
         if (
             not conn._in_transaction
@@ -539,7 +600,7 @@ class FakeDriver:
         conn = raw_connection(conn)
         self._check_owner(conn)
         if conn._closed:
-            raise _closed_error(conn)
+            raise closed_error(conn)
         if self._reset_stall.active:
             await self._reset_stall.wait()
         failure = self._reset_failures.take(_reset_failed)
@@ -553,31 +614,36 @@ class FakeDriver:
             self._record(conn, "ROLLBACK", ())
             conn._in_transaction = False
             conn._resets += 1
+            conn._forget_transaction()
 
-    def is_closed(self, conn: FakeConnection) -> bool:
+    def is_closed(self, conn: C) -> bool:
         """Whether ``conn`` is closed, or broken in a way the client has noticed."""
         return conn._closed or conn._detected
 
     # -- optional abilities -------------------------------------------------------------------
 
-    def transaction_status(self, conn: FakeConnection) -> TransactionStatus:
+    def transaction_status(self, conn: C) -> TransactionStatus:
         """``"in_transaction"`` between ``BEGIN`` and its end, else ``"idle"``."""
         return "in_transaction" if conn._in_transaction else "idle"
 
-    def terminate(self, conn: FakeConnection) -> None:
+    def terminate(self, conn: C) -> None:
         """Close ``conn`` at once, without latency; closing a closed connection does nothing."""
         conn = raw_connection(conn)
         self._check_owner(conn)
         self._mark_closed(conn)
 
-    def transaction(self, conn: FakeConnection) -> AbstractAsyncContextManager[FakeConnection]:
-        """Run a block inside a transaction: ``BEGIN``, then ``COMMIT`` or ``ROLLBACK``.
+    def transaction(self, conn: C) -> AbstractAsyncContextManager[C]:
+        """Run a block inside a transaction; the block gets ``conn``.
 
-        The block's exception is re-raised after the rollback. A cancelled block sends nothing and
-        leaves the connection inside its transaction, for ``reset`` to roll back.
+        With the default and aiosqlite APIs: ``BEGIN`` (``BEGIN IMMEDIATE`` for aiosqlite, as the
+        SQLite driver does), then ``COMMIT``, or ``ROLLBACK`` when the block raised, re-raising
+        its exception; a cancelled block sends nothing and leaves the connection inside its
+        transaction, for ``reset`` to roll back. With asyncpg's API: the connection's own
+        ``transaction()``, as the PostgreSQL driver does (rolled back on cancellation too, and a
+        savepoint inside another block).
         """
         self._check_owner(conn)
-        return _Transaction(conn)
+        return self._parts.transaction(conn)
 
     # -- scripting ------------------------------------------------------------------------------
 
@@ -623,19 +689,19 @@ class FakeDriver:
         for stall in (self._connect_stall, self._ping_stall, self._reset_stall):
             stall.release()
 
-    def break_connection(self, conn: FakeConnection, *, detected: bool = True) -> None:
+    def break_connection(self, conn: C, *, detected: bool = True) -> None:
         """Make the server side of ``conn`` go away: its queries and pings raise from now on.
 
         With ``detected``, the client notices at once and ``is_closed(conn)`` is true. Without it
         the death is silent: ``is_closed`` stays false until an I/O (query, ping, reset) fails --
         the case that validating idle connections must catch.
         """
-        conn = _unlent(conn)
-        self._check_owner(conn)
-        conn._broken = True
-        conn._detected = conn._detected or detected
+        raw = _unlent(conn)
+        self._check_owner(raw)
+        raw._broken = True
+        raw._detected = raw._detected or detected
 
-    def break_random_connection(self, *, detected: bool = True) -> FakeConnection | None:
+    def break_random_connection(self, *, detected: bool = True) -> C | None:
         """Break one live, not yet broken connection chosen by ``rng``; return it (None if none)."""
         candidates = [conn for conn in self._live.values() if not conn._broken]
         if not candidates:
@@ -644,12 +710,34 @@ class FakeDriver:
         self.break_connection(conn, detected=detected)
         return conn
 
-    def script(self, sql: str, rows: list[Row] | Exception) -> None:
-        """Make queries whose SQL equals ``sql`` return ``rows``, or raise the exception given.
+    @overload
+    def script(self, statement: str | re.Pattern[str], answer: Answer | Responder) -> None: ...
+    @overload
+    def script(self, statement: Responder) -> None: ...
+    def script(
+        self,
+        statement: str | re.Pattern[str] | Responder,
+        answer: Answer | Responder | None = None,
+    ) -> None:
+        """Script what statements return: ``script(sql, answer)``, ``script(pattern, answer)``,
+        or ``script(function)``.
 
-        Replaces any earlier script for the same SQL. Unscripted queries return no rows.
+        ``sql`` matches statements with the same text once whitespace, letter case and trailing
+        semicolons outside quotes are set aside; a compiled ``re`` pattern matches statements it
+        finds a match in (``pattern.search``). ``answer`` is rows (tuples, or dicts whose keys
+        name the columns), a ``FakeResult`` (rows with column names, ``rowcount``,
+        ``lastrowid``, ``status``), an exception to raise, or a function ``answer(sql, args)``
+        returning one of those. A function scripted alone answers every statement it returns
+        an answer for, and declines the others by returning None; it may keep state (rows an
+        ``INSERT`` added, for a later ``SELECT``).
+
+        Text scripts are tried first, then patterns and functions, the most recent first; a new
+        script for the same text or pattern replaces the old one. A statement nothing answers
+        returns no rows, or raises ``UnscriptedStatementError`` when the driver is ``strict``.
+        Scripts apply to every statement, transaction control included (script ``"COMMIT"`` to
+        fail a commit), but not to the driver's own ``ping`` and ``reset``.
         """
-        self._scripts[sql] = list(rows) if isinstance(rows, list) else rows
+        self._scripts.add(statement, answer)
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -679,7 +767,7 @@ class FakeDriver:
         return self._peak_live
 
     @property
-    def connections(self) -> list[FakeConnection]:
+    def connections(self) -> list[C]:
         """The live connections, in opening order (a copy)."""
         return list(self._live.values())
 
@@ -689,7 +777,12 @@ class FakeDriver:
         return self._connect_stall.held + self._ping_stall.held + self._reset_stall.held
 
     def __repr__(self) -> str:
-        text = f"<FakeDriver live={self.live} opened={self._opened} closed={self._closed}"
+        text = "<FakeDriver"
+        if self._api != "default":
+            text += f" api={self._api}"
+        if self.strict:
+            text += " strict"
+        text += f" live={self.live} opened={self._opened} closed={self._closed}"
         failing = [
             name
             for name, failures in (
@@ -714,54 +807,82 @@ class FakeDriver:
             text += f" stalling={','.join(stalled)}"
         return text + ">"
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- internals: what the connections of every API call ---------------------------------------
 
-    async def _query(self, conn: FakeConnection, sql: str, args: Row) -> list[Row]:
-        """Send one statement on ``conn`` and return its rows; the work behind every query."""
+    async def _query(self, conn: FakeConnectionBase, sql: str, args: Row) -> FakeResult:
+        """Send one statement on ``conn`` and return its answer; the work behind every query."""
         if conn._closed:
-            raise _closed_error(conn)
+            raise closed_error(conn)
         self._record(conn, sql, args)
         if self.query_latency > 0:
             # Cancelled here, the statement has no effect: the connection stays usable and keeps
             # its transaction state.
             await asyncio.sleep(self.query_latency)
         self._check_alive(conn)
-        result = self._scripts.get(sql)
-        if isinstance(result, Exception):
-            raise result.with_traceback(None)
-        change = _transaction_change(sql)
+        return self._answer(conn, sql, args)
+
+    async def _query_many(
+        self, conn: FakeConnectionBase, sql: str, arg_sets: list[Row]
+    ) -> list[FakeResult]:
+        """Send ``sql`` once per argument set in one round trip (``executemany``): each is
+        recorded and answered as a statement of its own, in order, until one fails."""
+        if conn._closed:
+            raise closed_error(conn)
+        for args in arg_sets:
+            self._record(conn, sql, args)
+        if self.query_latency > 0:
+            await asyncio.sleep(self.query_latency)  # cancelled here: no effect, as _query
+        self._check_alive(conn)
+        return [self._answer(conn, sql, args) for args in arg_sets]
+
+    async def _round_trip(self, conn: FakeConnectionBase) -> None:
+        """A round trip that runs no statement (asyncpg's ``prepare``): ``query_latency``, then
+        fail if the connection is closed or broken."""
+        if conn._closed:
+            raise closed_error(conn)
+        if self.query_latency > 0:
+            await asyncio.sleep(self.query_latency)  # cancelled here: nothing happened
+        self._check_alive(conn)
+
+    def _answer(self, conn: FakeConnectionBase, sql: str, args: Row) -> FakeResult:
+        """The "server's" answer to a statement, applying its effect on the transaction state."""
+        scripts = self._scripts
+        answer = scripts.answer(sql, args) if scripts else None
+        if answer is None:
+            if self.strict and not is_transaction_control(sql):
+                raise scripts.unscripted(sql, args)
+            answer = NO_ROWS
+        elif isinstance(answer, Exception):
+            raise answer.with_traceback(None)
+        change = transaction_change(sql)
         if change is not None:
             conn._in_transaction = change
-        return [] if result is None else list(result)
+        return answer
 
-    def _record(self, conn: FakeConnection, sql: str, args: Row) -> None:
+    def _record(self, conn: FakeConnectionBase, sql: str, args: Row) -> None:
         conn.executed.append((sql, args))
         self.queries.append((conn.id, sql, args))
 
-    def _check_owner(self, conn: FakeConnection) -> None:
+    def _check_owner(self, conn: FakeConnectionBase) -> None:
         """Refuse a connection of another driver, whose id would mix up this driver's counts."""
         if conn._driver is not self:
             raise ValueError(f"{conn!r} belongs to another FakeDriver")
 
-    def _check_alive(self, conn: FakeConnection) -> None:
+    def _check_alive(self, conn: FakeConnectionBase) -> None:
         """Raise if ``conn`` cannot do I/O; a failed I/O is how a silent break gets noticed."""
         if conn._closed:
-            raise _closed_error(conn)
+            raise closed_error(conn)
         if conn._broken:
             conn._detected = True
             raise FakeConnectionError(f"connection {conn.id} lost: the server went away")
 
-    def _mark_closed(self, conn: FakeConnection) -> None:
+    def _mark_closed(self, conn: FakeConnectionBase) -> None:
         """Close ``conn`` for good; the one place ``live`` and ``closed`` change on closing."""
         if conn._closed:
             return
         conn._closed = True
         del self._live[conn.id]
         self._closed += 1
-
-
-def _closed_error(conn: FakeConnection) -> FakeConnectionError:
-    return FakeConnectionError(f"connection {conn.id} is closed")
 
 
 class FakeClock:
@@ -798,29 +919,57 @@ class FakeClock:
         return f"FakeClock(now={self._now!r})"
 
 
-def from_url(url: str, **options: Any) -> FakeDriver:
+_STRICT_VALUES: Final = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "0": False,
+    "false": False,
+    "no": False,
+}
+"""What the ``strict`` parameter of a ``fake://`` URL may say (in any case)."""
+
+
+def from_url(url: str, **options: Any) -> FakeDriver[Any]:
     """Make a ``FakeDriver`` from a ``fake://`` URL, the entry point of ``create_pool``.
 
-    Query parameters set latencies in seconds, e.g. ``fake://?connect_latency=0.01``; keyword
-    ``options`` (any ``FakeDriver`` argument) override them. The host and path are ignored.
-    Raises ValueError for another scheme, and for an unknown, repeated, non-numeric or negative
-    parameter, naming it.
+    Query parameters set latencies in seconds (``fake://?connect_latency=0.01``), the client API
+    (``api=asyncpg`` or ``api=aiosqlite``) and strict mode (``strict=1``, or ``true``/``yes``;
+    ``0``, ``false``, ``no`` turn it off). Keyword ``options`` (any ``FakeDriver`` argument)
+    override them. The host and path are ignored. Raises ValueError for another scheme, and for
+    an unknown, repeated or malformed parameter, naming it.
     """
     parts = urlsplit(url)
     if parts.scheme != "fake":
         raise ValueError(f"not a fake:// URL: {redact_url(url)!r}")
+    known = (*_LATENCY_OPTIONS, "api", "strict")
     params: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _LATENCY_OPTIONS:
-            known = ", ".join(_LATENCY_OPTIONS)
-            raise ValueError(f"unknown fake:// URL parameter {name!r}; known: {known}")
+        if name not in known:
+            raise ValueError(f"unknown fake:// URL parameter {name!r}; known: {', '.join(known)}")
         if name in params:
             raise ValueError(f"fake:// URL parameter {name!r} is given more than once")
-        try:
-            params[name] = float(value)
-        except ValueError:
-            raise ValueError(
-                f"fake:// URL parameter {name!r} must be a number of seconds, got {value!r}"
-            ) from None
+        params[name] = _url_value(name, value)
     params.update(options)
     return FakeDriver(**params)
+
+
+def _url_value(name: str, value: str) -> object:
+    """The value of the ``fake://`` URL parameter ``name``, or ValueError saying what it takes."""
+    if name == "api":
+        if value not in _APIS:
+            raise ValueError(
+                f"fake:// URL parameter 'api' must be one of {', '.join(_APIS)}; got {value!r}"
+            )
+        return value
+    if name == "strict":
+        flag = _STRICT_VALUES.get(value.lower())
+        if flag is None:
+            raise ValueError(f"fake:// URL parameter 'strict' must be 1 or 0; got {value!r}")
+        return flag
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(
+            f"fake:// URL parameter {name!r} must be a number of seconds, got {value!r}"
+        ) from None

@@ -96,7 +96,7 @@ def test_invalid_latency_is_refused_by_name(option: str, value: float) -> None:
 @pytest.mark.parametrize("value", ["0.1", True, None])
 def test_latency_of_the_wrong_type_is_refused(value: object) -> None:
     with pytest.raises(TypeError, match="query_latency"):
-        FakeDriver(query_latency=value)  # type: ignore[arg-type]
+        FakeDriver(query_latency=value)  # type: ignore[call-overload]
 
 
 def test_latency_can_change_and_is_validated_again() -> None:
@@ -536,6 +536,20 @@ async def test_stall_resets_applies_to_clean_and_dirty_connections(dirty: bool) 
     await task
     assert not conn.in_transaction
     assert conn.resets == int(dirty)
+
+
+async def test_stall_resets_with_a_count_stalls_only_that_many() -> None:
+    driver = FakeDriver()
+    conn = await driver.connect()
+    with pytest.raises(ValueError, match="at least 1"):
+        driver.stall_resets(0)
+    driver.stall_resets(1)
+    held = asyncio.create_task(driver.reset(conn))
+    await _until(lambda: driver.stalled == 1)
+    await driver.reset(conn)  # the next one is not held
+    assert not held.done()
+    driver.heal()
+    await held
 
 
 @pytest.mark.parametrize("dirty", [False, True])
