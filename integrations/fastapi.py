@@ -2,8 +2,10 @@
 
 In short (the FastAPI guide has complete, tested examples):
 
-    pool = create_pool(os.environ["DATABASE_URL"], max_size=10, acquire_timeout=5)
-    app = FastAPI(lifespan=lifespan(pool))  # opens the pool at start-up, closes it at shutdown
+    def make_pool() -> Pool[asyncpg.Connection]:
+        return create_pool(os.environ["DATABASE_URL"], max_size=10, acquire_timeout=5)
+
+    app = FastAPI(lifespan=lifespan(make_pool))  # each start opens a new pool; shutdown closes it
     install(app)  # 503 when no connection can be had; health routes (stats, metrics: opt in)
 
     @app.get("/items")
@@ -11,9 +13,10 @@ In short (the FastAPI guide has complete, tested examples):
 
 How the pieces meet
 -------------------
-* ``lifespan`` opens the pools and records them, by name, in the app's ``state``. The
+* ``lifespan`` creates the pools (given functions that create them, it calls them at each
+  start of the app), opens them and records them, by name, in the app's ``state``. The
   dependencies look them up there through the request, so each app in a process has its own
-  pools, and a test that runs the lifespan gets pools of its own.
+  pools, and each start of an app -- each test that starts it -- has pools of its own.
 * ``connection`` and ``transaction`` lend one connection per request and pool; the
   transaction runs on that same connection. Both give the connection back when the path
   operation returns, *before* the response is sent: a transaction is committed before the
@@ -35,6 +38,7 @@ which a string annotation could not name.
 """
 
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -118,13 +122,21 @@ class ConnectionLost(Exception):
 
 
 def lifespan(
-    *pools: Pool[Any], close_timeout: float = 10.0
+    *pools: Pool[Any] | Callable[[], Pool[Any]], close_timeout: float = 10.0
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """An app lifespan that opens ``pools`` at start-up and closes them at shutdown.
+    """An app lifespan that opens pools at start-up and closes them at shutdown.
 
-    Pass it as ``FastAPI(lifespan=lifespan(pool))``. With an app lifespan of your own, enter
-    this one inside it -- ``async with lifespan(pool)(app):`` -- so the pools are open while
-    your start-up and shutdown code runs.
+    Each of ``pools`` is a function that creates a pool, or a pool. A function is called at
+    every start of the app, so each start opens new pools: ``FastAPI(lifespan=lifespan(make_pool))``
+    with ``def make_pool(): return create_pool(url)``, or ``lifespan(lambda: create_pool(url))``.
+    That is the form that works when the app starts more than once in a process, as it does in
+    a test suite where each test starts it (with ``TestClient``, or by entering its lifespan): a
+    pool, once closed, cannot be reopened. A pool given itself opens at the first start only,
+    which suits an app that a server starts once.
+
+    Pass it as ``FastAPI(lifespan=lifespan(make_pool))``. With an app lifespan of your own,
+    enter this one inside it -- ``async with lifespan(make_pool)(app):`` -- so the pools are open
+    while your start-up and shutdown code runs; ``pool_for(app)`` gives them there.
 
     The first pool is the default one, lent by ``connection`` and ``transaction``;
     every pool is reachable by its name with ``connection_for`` and ``transaction_for``.
@@ -132,20 +144,11 @@ def lifespan(
     connections still in use after ``close_timeout`` seconds are terminated.
     """
     if not pools:
-        raise TypeError("lifespan() needs at least one pool")
-    for pool in pools:
-        if not isinstance(pool, Pool):
-            raise TypeError(
-                f"lifespan() takes aiodbpool pools, got {type(pool).__name__} "
-                "(make one with aiodbpool.create_pool(url))"
-            )
-    names = [pool.name for pool in pools]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(
-            f"two pools are named {repeated[0]!r}: give each pool of an app its own name, "
-            "e.g. create_pool(url, name='replica')"
-        )
+        raise TypeError("lifespan() needs at least one pool, or a function that creates one")
+    for made in pools:
+        if not isinstance(made, Pool):
+            _check_pool_function(made)
+    _check_names([made for made in pools if isinstance(made, Pool)])
     if not _seconds(close_timeout, zero_allowed=True):
         raise ValueError(
             f"lifespan(): close_timeout must be a number of seconds >= 0, got {close_timeout!r}"
@@ -153,13 +156,15 @@ def lifespan(
 
     @asynccontextmanager
     async def open_pools(app: Starlette) -> AsyncIterator[None]:
+        started = [_created(made) for made in pools]  # no I/O: created pools are not open yet
+        _check_names(started)
         registered = _pools_of(app, create=True)
-        taken = [name for name in names if name in registered]
+        taken = [pool.name for pool in started if pool.name in registered]
         if taken:
             raise ValueError(f"this app already has an open pool named {taken[0]!r}")
         opened: list[Pool[Any]] = []
         try:
-            for pool in pools:
+            for pool in started:
                 await pool.open()
                 opened.append(pool)
                 registered[pool.name] = pool
@@ -177,14 +182,68 @@ def lifespan(
     return open_pools
 
 
-def pool_for(request: HTTPConnection, name: str | None = None) -> Pool[Any]:
-    """The open pool called ``name`` of the app serving ``request``; by default, its first pool.
+def _check_pool_function(made: object) -> None:
+    """Refuse, when ``lifespan()`` is called, what is neither a pool nor a function that can be
+    called without arguments."""
+    if not callable(made):
+        raise TypeError(
+            f"lifespan() takes aiodbpool pools, got {type(made).__name__} (pass a function that "
+            "creates the pool, e.g. lifespan(lambda: aiodbpool.create_pool(url)), or a pool)"
+        )
+    try:
+        inspect.signature(made).bind()
+    except ValueError:  # no signature to read (some built-ins): called as it is
+        return
+    except TypeError:
+        raise TypeError(
+            f"lifespan() calls {_described(made)} with no arguments at each start of the app, "
+            "and it needs some: pass lifespan(lambda: create_pool(url, ...)) instead"
+        ) from None
 
-    For work the dependencies do not cover, such as a background task or a streamed response
-    that needs a connection after the path operation returned: ``async with
-    pool_for(request).acquire() as conn: ...``.
+
+def _created(made: Pool[Any] | Callable[[], Pool[Any]]) -> Pool[Any]:
+    """The pool ``made`` is, or a new one it creates."""
+    if isinstance(made, Pool):
+        return made
+    pool = made()
+    if not isinstance(pool, Pool):
+        raise TypeError(
+            f"lifespan(): {_described(made)} returned {type(pool).__name__}, not an aiodbpool "
+            "pool (return aiodbpool.create_pool(url), unopened)"
+        )
+    return pool
+
+
+def _check_names(pools: Sequence[Pool[Any]]) -> None:
+    names = [pool.name for pool in pools]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"two pools are named {repeated[0]!r}: give each pool of an app its own name, "
+            "e.g. create_pool(url, name='replica')"
+        )
+
+
+def _described(function: object) -> str:
+    """How an error names a function the user gave: ``make_pool()``, or ``the lambda``."""
+    name = getattr(function, "__qualname__", None)
+    if not isinstance(name, str):
+        return repr(function)
+    return "the lambda" if name.endswith("<lambda>") else f"{name}()"
+
+
+def pool_for(where: HTTPConnection | Starlette, /, name: str | None = None) -> Pool[Any]:
+    """The open pool called ``name`` of the app serving a request, or of an app; by default,
+    its first pool.
+
+    ``where`` is the request (or websocket), or the app itself. With the request: for work the
+    dependencies do not cover, such as a background task or a streamed response that needs a
+    connection after the path operation returned: ``async with pool_for(request).acquire() as
+    conn: ...``. With the app: in the app's own lifespan, or in a test while the app runs, to
+    reach the pools its current start opened (``lifespan`` given functions opens new ones at
+    each start).
     """
-    registered = _open_pools(request)
+    registered = _open_pools(where.app if isinstance(where, HTTPConnection) else where)
     if name is None:
         return next(iter(registered.values()))
     try:
@@ -197,14 +256,15 @@ def pool_for(request: HTTPConnection, name: str | None = None) -> Pool[Any]:
         ) from None
 
 
-def _open_pools(request: HTTPConnection) -> dict[str, Pool[Any]]:
-    """The pools of the app serving ``request``; a clear error when its lifespan opened none."""
-    registered = _pools_of(request.app)
+def _open_pools(app: Starlette) -> dict[str, Pool[Any]]:
+    """The open pools of ``app``; a clear error when its lifespan opened none."""
+    registered = _pools_of(app)
     if not registered:
         raise RuntimeError(
             "this app has no aiodbpool pool: create it with "
-            "FastAPI(lifespan=aiodbpool.integrations.fastapi.lifespan(pool)), or enter "
-            "lifespan(pool)(app) in the app's own lifespan"
+            "FastAPI(lifespan=aiodbpool.integrations.fastapi.lifespan(make_pool)), or enter "
+            "lifespan(make_pool)(app) in the app's own lifespan; the pools are open only while "
+            "the app runs (in a test: inside `with TestClient(app)`)"
         )
     return registered
 
@@ -461,7 +521,7 @@ def install(
 
         async def ready(request: Request) -> JSONResponse:
             """Whether every pool can lend a working connection now."""
-            registered = _open_pools(request)
+            registered = _open_pools(request.app)
             checks = await asyncio.gather(
                 *(
                     readiness.setdefault(pool, _Readiness()).answer(
@@ -494,7 +554,7 @@ def install(
 
         async def metrics(request: Request) -> Response:
             """The pools' metrics, for Prometheus to scrape."""
-            body, content_type = render(_open_pools(request).values())
+            body, content_type = render(_open_pools(request.app).values())
             return Response(body, headers={"Content-Type": content_type})
 
         app.add_api_route(
@@ -514,7 +574,7 @@ async def _live() -> dict[str, str]:
 
 async def _stats(request: Request) -> JSONResponse:
     """A snapshot of every pool's gauges and counters."""
-    registered = _open_pools(request)
+    registered = _open_pools(request.app)
     return _JSONResponse(
         {"pools": {name: pool.stats().as_dict() for name, pool in registered.items()}}
     )

@@ -372,7 +372,10 @@ class Pool(Generic[C]):
             return
         if self._state is not _State.NEW:
             raise PoolClosed(
-                f"pool {self._name!r} is closed and cannot be reopened: create a new Pool",
+                f"pool {self._name!r} is closed and cannot be reopened: create a new pool for "
+                "each start instead (an app that starts more than once, e.g. once per test, "
+                "creates its pools when it starts: with FastAPI, pass lifespan() a function "
+                "that creates the pool, lifespan(lambda: create_pool(url)), not the pool)",
                 pool_name=self._name,
             )
         self._loop = asyncio.get_running_loop()

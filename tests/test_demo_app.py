@@ -27,6 +27,8 @@ from fastapi import FastAPI
 from helpers import wait_until
 from uvicorn.importer import import_from_string
 
+from aiodbpool.integrations.fastapi import pool_for
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = ROOT / "examples" / "serve"
 
@@ -74,7 +76,7 @@ async def database(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'notes.db'}", {}
         return
-    dsn: str = request.getfixturevalue("pg_dsn")
+    dsn: str = request.getfixturevalue("postgres_url")
     async with _pg_schema(dsn) as schema:
         yield dsn, {"server_settings": {"search_path": schema}}
 
@@ -206,6 +208,23 @@ async def test_the_schema_is_created_once(
         assert (await _create(client, "next"))["id"] > note["id"]
 
 
+async def test_one_app_starts_again_on_a_new_pool(
+    create_app: AppFactory, database: tuple[str, dict[str, Any]]
+) -> None:
+    """The same app started twice, as a test suite starts it once per test: each start opens
+    a pool of its own, and the first start's pool stays closed."""
+    url, options = database
+    app = create_app(url, **options)
+    async with _serving(app) as client:
+        note = await _create(client, "kept")
+        first = pool_for(app)
+    async with _serving(app) as client:
+        assert (await client.get(f"/notes/{note['id']}")).json() == note
+        assert pool_for(app) is not first
+        assert not pool_for(app).closed
+    assert first.closed
+
+
 async def test_the_database_comes_from_database_url(
     create_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -257,16 +276,16 @@ async def _sessions_left(monitor: asyncpg.Connection, application_name: str, tim
 
 
 async def test_a_real_server_under_100_concurrent_requests(
-    create_app: AppFactory, pg_dsn: str
+    create_app: AppFactory, postgres_url: str
 ) -> None:
     """uvicorn on a real socket, 100 requests at once through a pool of 4 PostgreSQL
     connections: all succeed, PostgreSQL never sees more than 4 sessions of the app, and none
     once the server has stopped."""
     name = f"notes-{uuid.uuid4().hex[:12]}"
     max_size = 4
-    async with _pg_schema(pg_dsn) as schema:
+    async with _pg_schema(postgres_url) as schema:
         settings = {"application_name": name, "search_path": schema}
-        app = create_app(pg_dsn, max_size=max_size, server_settings=settings)
+        app = create_app(postgres_url, max_size=max_size, server_settings=settings)
         listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]
         config = uvicorn.Config(
@@ -274,7 +293,7 @@ async def test_a_real_server_under_100_concurrent_requests(
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[listener]))
-        monitor = await asyncpg.connect(pg_dsn)
+        monitor = await asyncpg.connect(postgres_url)
         try:
             await wait_until(lambda: server.started or serving.done(), timeout=30)
             assert server.started, "uvicorn did not start"

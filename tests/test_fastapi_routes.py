@@ -21,10 +21,10 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
-from pgcluster import PgCluster
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.integrations.fastapi import connection, install, lifespan
+from aiodbpool.integrations.testing import PostgresServer
 
 
 @asynccontextmanager
@@ -103,8 +103,8 @@ async def test_readiness_pings_every_pool(tmp_path: Path) -> None:
         assert primary.stats().in_use == replica.stats().in_use == 0
 
 
-async def test_readiness_follows_the_database_down_and_up(pg_cluster: PgCluster) -> None:
-    pool = create_pool(pg_cluster.dsn, name="main", connect_timeout=5)
+async def test_readiness_follows_the_database_down_and_up(postgres_server: PostgresServer) -> None:
+    pool = create_pool(postgres_server.dsn, name="main", connect_timeout=5)
     app = FastAPI(lifespan=lifespan(pool))
     install(app, ready_timeout=5, ready_cache=0)
 
@@ -114,7 +114,7 @@ async def test_readiness_follows_the_database_down_and_up(pg_cluster: PgCluster)
     async with running(app) as client:
         assert (await ready(client)).status_code == 200
         try:
-            await asyncio.to_thread(pg_cluster.stop)
+            await asyncio.to_thread(postgres_server.stop)
             down = await ready(client)
             assert down.status_code == 503
             assert down.json()["status"] == "unavailable"
@@ -130,9 +130,9 @@ async def test_readiness_follows_the_database_down_and_up(pg_cluster: PgCluster)
                 lambda: _breaker_is(client, "open"),
                 message="readiness reports the open breaker while the server is down",
             )
-            assert pg_cluster.password not in down.text
+            assert postgres_server.password not in down.text
         finally:
-            await asyncio.to_thread(pg_cluster.start)
+            await asyncio.to_thread(postgres_server.start)
         await eventually(
             lambda: _status_is(client, 200), message="readiness is 200 once the server is back"
         )

@@ -20,8 +20,14 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
 from fastapi import Path as PathParam
 
-from aiodbpool import create_pool
-from aiodbpool.integrations.fastapi import connection, install, lifespan, transaction
+from aiodbpool import Pool, create_pool
+from aiodbpool.integrations.fastapi import (
+    connection,
+    install,
+    lifespan,
+    pool_for,
+    transaction,
+)
 
 from .db import Connection, execute, fetch_all, fetch_one
 from .models import MAX_ID, Note, NoteCreate, NotePage, NoteUpdate
@@ -42,13 +48,19 @@ def create_app(database_url: str | None = None, **pool_options: Any) -> FastAPI:
     :data:`DEFAULT_DATABASE_URL`). ``pool_options`` go to :func:`aiodbpool.create_pool`."""
     url = database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     queries = queries_for(url)
-    pool = create_pool(url, **{"name": "notes", "max_size": 10, **pool_options})
-    open_pool = lifespan(pool)
+    options = {"name": "notes", "max_size": 10, **pool_options}
+
+    def make_pool() -> Pool[Connection]:
+        return create_pool(url, **options)
+
+    # A new pool at each start of the app (a closed pool cannot be reopened), so a test suite
+    # may start the same app once per test.
+    open_pool = lifespan(make_pool)
 
     @asynccontextmanager
     async def start_and_stop(app: FastAPI) -> AsyncIterator[None]:
         async with open_pool(app):  # the pool is open inside, and closed at shutdown
-            async with pool.acquire() as conn:
+            async with pool_for(app).acquire() as conn:
                 await execute(conn, queries.create_table)
             yield
 
