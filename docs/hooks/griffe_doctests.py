@@ -8,7 +8,7 @@ which ``mkdocs.yml`` gives to mkdocstrings, wraps each such example in a ```pyco
 the docstring is parsed: a ``>>>`` line at the start of a line, with the lines that follow it up
 to the next blank line (its ``...`` continuations and its expected output, as doctest reads
 them). Lines inside fences, and indented ones (an ``Examples:`` section's, which griffe renders
-already), are left as they are. The doctests themselves run in tests/test_docs_examples.py.
+already), are left as they are. The doctests themselves run in tests/tooling/test_docs_examples.py.
 """
 
 from __future__ import annotations

@@ -208,4 +208,4 @@ async def test_the_pool_drops_its_last_connect_error_once_a_connect_succeeds(
             lock.release()
             async with pool.acquire() as conn:
                 assert await fetch_value(conn, "SELECT 1") == 1
-            assert pool._last_connect_error is None
+            assert pool._breaker.last_error is None

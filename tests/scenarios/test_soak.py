@@ -20,7 +20,7 @@ least once, however short the run.
 
 A longer soak, by hand::
 
-    AIODBPOOL_SOAK_SECONDS=300 .venv/bin/pytest tests/test_scenario_soak.py -s
+    AIODBPOOL_SOAK_SECONDS=300 .venv/bin/pytest tests/scenarios/test_soak.py -s
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 import asyncpg
 import pytest
 from helpers import check_books, wait_until
-from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
+from tally import POSTGRES_OUTAGE_ERRORS, Tally
 
 from aiodbpool import Pool, PoolTimeout, create_pool
 from aiodbpool.integrations.testing import PostgresServer

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
-from scenarios import POSTGRES_OUTAGE_ERRORS, Tally
+from tally import POSTGRES_OUTAGE_ERRORS, Tally
 
 from aiodbpool import Pool, PoolConnectError, create_pool
 from aiodbpool.integrations.testing import PostgresServer

@@ -6,7 +6,7 @@ forever. A connect gives up after ``connect_timeout`` and the acquirer gets
 ``PoolConnectError``; ``close(timeout=...)`` returns within its timeout plus ``close_timeout``,
 having terminated what did not close politely; and the background refill to ``min_size``, whose
 connects time out, backs off, keeps running, and fills the pool by itself once the network heals.
-(Pings and resets into a black hole are in ``test_scenario_network_faults.py``.)
+(Pings and resets into a black hole are in ``test_network_faults.py``.)
 
 Each test ends with the books balanced, the server showing exactly the sessions the pool holds,
 and none once the pool is closed. A backend behind the black hole ends once the network heals and
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from faultproxy import FaultProxy
 from helpers import maintenance_tasks, wait_until
-from scenarios import (
+from tally import (
     MARGIN,
     NETWORK_ERRORS,
     OPERATION_BOUND,

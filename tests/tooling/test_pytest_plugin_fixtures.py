@@ -1,8 +1,8 @@
 """The plugin's fixtures as this suite uses them: pytest-asyncio in auto mode, each test on both
-asyncio's default loop and uvloop (see conftest.py).
+asyncio's default loop and uvloop (see tests/conftest.py).
 
 How they behave under the other modes (strict, anyio), and what loading the plugin costs, is
-tested by running sample test files in pytest sessions of their own: tests/test_pytest_plugin.py.
+tested by running sample test files in pytest sessions of their own: test_pytest_plugin.py.
 """
 
 from __future__ import annotations

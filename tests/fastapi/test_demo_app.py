@@ -29,7 +29,7 @@ from uvicorn.importer import import_from_string
 
 from aiodbpool.integrations.fastapi import pool_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVE = ROOT / "examples" / "serve"
 
 AppFactory = Callable[..., FastAPI]

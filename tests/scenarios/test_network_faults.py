@@ -28,7 +28,7 @@ import time
 
 import asyncpg
 from faultproxy import FaultProxy
-from scenarios import (
+from tally import (
     MARGIN,
     NETWORK_ERRORS,
     OPERATION_BOUND,

@@ -5,11 +5,13 @@ the breaker. Time comes from a FakeClock, so the backoff between probes is never
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from helpers import check_books, wait_until
 
 from aiodbpool import Pool, PoolConnectError
+from aiodbpool._breaker import Backoff, Breaker
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeConnectionError, FakeDriver
 
 THRESHOLD = 3
@@ -205,3 +207,64 @@ async def test_breaker_threshold_none_turns_it_off() -> None:
 def test_a_bad_threshold_is_refused(threshold: object) -> None:
     with pytest.raises((ValueError, TypeError), match="breaker_threshold"):
         Pool(FakeDriver(), breaker_threshold=threshold)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the Breaker, step by step
+# Its decisions read no clock and start nothing, so they are driven directly, one step at a time.
+
+
+def _breaker(threshold: int | None = THRESHOLD) -> Breaker:
+    return Breaker(threshold, Backoff(1.0, 8.0, random.Random(7)))
+
+
+def test_it_opens_at_the_threshold_and_the_first_success_closes_it() -> None:
+    breaker = _breaker()
+    error = OSError("refused")
+    for _ in range(THRESHOLD - 1):
+        assert not breaker.connect_failed(error, 0.0, backs_off=False)
+    assert breaker.backoff.failures == 0  # an acquirer's own failures do not back off
+    assert breaker.connect_failed(error, 0.0, backs_off=False)  # this one opened it
+    assert breaker.is_open()
+    assert breaker.backoff.failures == 1
+    assert not breaker.connect_failed(error, 0.0, backs_off=False)  # already open
+    assert str(breaker.last_error) == "refused"  # the cause it reports
+
+    assert breaker.connect_succeeded()  # this one closed it
+    assert (breaker.is_open(), breaker.errors_in_a_row) == (False, 0)
+    assert breaker.last_error is None
+    assert breaker.backoff_left(0.0) == 0.0
+    assert not breaker.connect_succeeded()
+
+
+def test_refills_wait_out_the_backoff_then_only_one_probes() -> None:
+    breaker = _breaker()
+    assert breaker.claim_refills(2, now=0.0) == (2, False)  # nothing failed: all may start
+    breaker.connect_failed(OSError("refused"), 0.0, backs_off=True)
+    due = breaker.backoff.not_before
+    assert breaker.claim_refills(2, now=due - 0.01) == (0, False)
+    assert breaker.claim_refills(2, now=due) == (1, True)
+    assert breaker.claim_refills(2, now=due) == (0, False)  # the probe is under way
+    breaker.probe_ended()
+    assert breaker.probes == 0
+
+
+def test_waiters_may_probe_after_backoff_initial_however_long_the_backoff_grew() -> None:
+    breaker = _breaker()
+    for now in range(THRESHOLD + 3):  # open, then three more failed probes
+        breaker.connect_failed(OSError("refused"), float(now), backs_off=True)
+    failed_at = breaker.backoff.failed_at
+    assert breaker.backoff.not_before > failed_at + 1.0  # the background waits longer
+    assert not breaker.may_probe_for_waiters(failed_at + 0.99)
+    assert breaker.may_probe_for_waiters(failed_at + 1.0)
+    assert breaker.claim_refills(1, now=failed_at + 1.0) == (0, False)
+    breaker.claim_probe_for_waiters()
+    assert not breaker.may_probe_for_waiters(failed_at + 1.0)  # one probe at a time
+    assert breaker.refuse(failed_at + 0.25) == 0.75
+    assert breaker.rejections == 1
+
+
+def test_without_a_threshold_it_never_opens() -> None:
+    breaker = _breaker(threshold=None)
+    for _ in range(THRESHOLD * 3):
+        assert not breaker.connect_failed(OSError("refused"), 0.0, backs_off=False)
+    assert not breaker.is_open()

@@ -16,7 +16,6 @@ import pytest
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.drivers.fake import FakeDriver
-from aiodbpool.url import redact_url
 
 Register = Callable[[str, str], None]
 
@@ -170,40 +169,6 @@ def test_whitespace_around_a_url_or_a_control_character_in_it_is_refused(
 def test_a_sqlite_path_may_contain_spaces(tmp_path: Path) -> None:
     pool = create_pool(f"sqlite:///{tmp_path / 'my data' / 'app.db'}")
     assert "my data" in repr(pool.driver)
-
-
-def test_a_url_that_is_not_a_string_is_refused() -> None:
-    with pytest.raises(TypeError, match="url must be a string, got bytes"):
-        create_pool(b"fake://")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("url", "redacted"),
-    [
-        ("postgresql://user:secret@host:5432/db", "postgresql://user:***@host:5432/db"),
-        ("postgresql://user:@host/db", "postgresql://user:***@host/db"),
-        ("postgresql://:secret@host/db", "postgresql://:***@host/db"),
-        ("postgresql://user@host/db", "postgresql://user@host/db"),
-        ("postgresql://host:5432/db?user=a%40b", "postgresql://host:5432/db?user=a%40b"),
-        ("sqlite:///app.db", "sqlite:///app.db"),
-        ("sqlite:///C:/data@2024/app.db", "sqlite:///C:/data@2024/app.db"),
-        ("fake://", "fake://"),
-        ("postgres:/user:secret@host", "***@host"),
-        ("user:secret@host", "user:***@host"),
-        ("postgresql://host/db?password=secret", "postgresql://host/db?password=***"),
-        # What follows a password parameter may be more of the password: it goes too.
-        (
-            "postgresql://u@h/db?sslmode=require&PASSWORD=s&x=1",
-            "postgresql://u@h/db?sslmode=require&PASSWORD=***",
-        ),
-        # A "#" after password= may be part of the password: the rest goes too.
-        ("postgresql://u:a@h/db?password=b#frag", "postgresql://u:***@h/db?password=***"),
-    ],
-)
-def test_redact_url_hides_only_the_password_when_it_is_clear_where_it_ends(
-    url: str, redacted: str
-) -> None:
-    assert redact_url(url) == redacted
 
 
 # ------------------------------------------------------------------ third-party drivers

@@ -35,13 +35,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from helpers import wait_until
-from scenarios import Tally
 from starlette.types import ASGIApp, Receive, Scope, Send
+from tally import Tally
 from uvicorn.importer import import_from_string
 
 from aiodbpool.integrations.testing import PostgresServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVE = ROOT / "examples" / "serve"
 
 AppFactory = Callable[..., FastAPI]
@@ -71,7 +71,7 @@ class UnexpectedResponse(Exception):
 
 def _create_app(monkeypatch: pytest.MonkeyPatch) -> AppFactory:
     """``notes.app:create_app``, imported as uvicorn imports it when ``examples/serve`` runs
-    (as in ``test_demo_app.py``): the script's ``--app-dir`` first on ``sys.path``."""
+    (as in ``tests/fastapi/test_demo_app.py``): the script's ``--app-dir`` first on ``sys.path``."""
     script = SERVE.read_text()
     app_dir = re.search(r"--app-dir (\S+)", script)
     factory = re.search(r"--factory (\S+)", script)

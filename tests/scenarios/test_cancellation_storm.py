@@ -25,7 +25,7 @@ from typing import Final, Literal, TypeAlias
 
 import asyncpg
 from helpers import check_books, wait_until
-from scenarios import Tally, server_shows
+from tally import Tally, server_shows
 
 from aiodbpool import Pool
 from aiodbpool.drivers.postgres import PostgresDriver

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import asyncpg
 from helpers import check_books, wait_until
-from scenarios import Tally, server_shows
+from tally import Tally, server_shows
 
 from aiodbpool import Pool, PoolClosed, PoolConnectError, PoolError, raw_connection
 from aiodbpool.drivers.postgres import PostgresDriver

@@ -157,6 +157,38 @@ def test_urls_without_user_information_pass_the_check() -> None:
         check_userinfo(url)
 
 
+# ------------------------------------------------------------------ what redaction keeps
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://user:secret@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("postgresql://user:@host/db", "postgresql://user:***@host/db"),
+        ("postgresql://:secret@host/db", "postgresql://:***@host/db"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        ("postgresql://host:5432/db?user=a%40b", "postgresql://host:5432/db?user=a%40b"),
+        ("sqlite:///app.db", "sqlite:///app.db"),
+        ("sqlite:///C:/data@2024/app.db", "sqlite:///C:/data@2024/app.db"),
+        ("fake://", "fake://"),
+        ("postgres:/user:secret@host", "***@host"),
+        ("user:secret@host", "user:***@host"),
+        ("postgresql://host/db?password=secret", "postgresql://host/db?password=***"),
+        # What follows a password parameter may be more of the password: it goes too.
+        (
+            "postgresql://u@h/db?sslmode=require&PASSWORD=s&x=1",
+            "postgresql://u@h/db?sslmode=require&PASSWORD=***",
+        ),
+        # A "#" after password= may be part of the password: the rest goes too.
+        ("postgresql://u:a@h/db?password=b#frag", "postgresql://u:***@h/db?password=***"),
+    ],
+)
+def test_redact_url_hides_only_the_password_when_it_is_clear_where_it_ends(
+    url: str, redacted: str
+) -> None:
+    assert redact_url(url) == redacted
+
+
 # ------------------------------------------------------------------ redaction never fails open
 
 

@@ -1,7 +1,6 @@
 """What the fake driver answers: scripts by text, pattern and function, their answers, and strict
 mode. The client API does not matter here, so these tests use the default one (tuple rows);
-tests/test_fake_asyncpg.py and tests/test_fake_aiosqlite.py read the same answers through the
-other APIs.
+test_fake_asyncpg.py and test_fake_aiosqlite.py read the same answers through the other APIs.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 
 import aiodbpool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from aiodbpool.integrations.testing import PostgresServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
     "W1": {

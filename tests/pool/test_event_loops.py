@@ -6,13 +6,14 @@ loop is never lent again."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 import uvloop
-from helpers import check_books, run_in_a_new_loop_of_the_same_kind, wait_until
+from helpers import acquire, check_books, run_in_a_new_loop_of_the_same_kind, wait_until
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.drivers.fake import FakeConnection, FakeDriver
@@ -60,6 +61,27 @@ def test_a_warm_pool_refuses_the_next_loop_on_its_fast_path(new_loop: LoopFactor
     finally:
         first.close()
         second.close()
+
+
+@LOOPS
+def test_a_cold_pool_refuses_another_loop_before_connecting(new_loop: LoopFactory) -> None:
+    """No idle connection, so the other loop's acquire would open one: it is refused at once,
+    before any connect, and the pool still closes from its own loop."""
+    pool: Pool[FakeConnection] = Pool(FakeDriver())
+    home, other = new_loop(), new_loop()
+    try:
+        _run(home, pool.open())
+        started = time.monotonic()
+
+        with pytest.raises(RuntimeError, match=REFUSED):
+            _run(other, acquire(pool))
+
+        assert time.monotonic() - started < 5
+        assert pool.stats().size == 0
+        _run(home, pool.close())
+    finally:
+        home.close()
+        other.close()
 
 
 @LOOPS

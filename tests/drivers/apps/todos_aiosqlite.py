@@ -5,8 +5,8 @@ Nothing here knows about the fake driver: the service takes a database URL, make
 entered with ``async with``, cursors fetched from and iterated, ``rowcount`` and ``lastrowid``,
 ``execute_fetchall``, ``executemany``, rows read by name through ``aiosqlite.Row``, and a
 transaction begun with ``BEGIN`` and ended with ``commit`` or ``rollback``. Its tests
-(tests/test_fake_todos_app.py) run on ``fake://?api=aiosqlite&strict=1`` and on a SQLite file,
-unchanged.
+(tests/drivers/test_fake_todos_app.py) run on ``fake://?api=aiosqlite&strict=1`` and on a SQLite
+file, unchanged.
 """
 
 from __future__ import annotations

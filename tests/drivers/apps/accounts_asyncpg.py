@@ -4,8 +4,8 @@ Nothing here knows about the fake driver: the service takes a database URL, make
 ``aiodbpool.create_pool`` and uses the connections as asyncpg's -- ``fetchrow`` and ``fetch``,
 records read by column name and turned into dicts, ``fetchval``, the status ``execute``
 returns, transaction blocks (a nested one is a savepoint), ``executemany`` and a prepared
-statement. Its tests (tests/test_fake_accounts_app.py) run on ``fake://?api=asyncpg&strict=1``
-and on a real PostgreSQL, unchanged.
+statement. Its tests (tests/drivers/test_fake_accounts_app.py) run on
+``fake://?api=asyncpg&strict=1`` and on a real PostgreSQL, unchanged.
 """
 
 from __future__ import annotations

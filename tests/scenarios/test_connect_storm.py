@@ -23,7 +23,7 @@ from functools import partial
 import asyncpg
 import pytest
 from helpers import check_books, wait_until
-from scenarios import POSTGRES_OUTAGE_ERRORS, Tally, sessions_settled
+from tally import POSTGRES_OUTAGE_ERRORS, Tally, sessions_settled
 
 from aiodbpool import Pool, PoolConnectError
 from aiodbpool.drivers.postgres import PostgresDriver

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MERMAID = "assets/javascripts/mermaid-11.17.2"
 
 

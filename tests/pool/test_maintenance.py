@@ -26,7 +26,8 @@ from helpers import (
 )
 
 from aiodbpool import Pool, raw_connection
-from aiodbpool._maintenance import Backoff, run_maintenance
+from aiodbpool._breaker import Backoff
+from aiodbpool._maintenance import run_maintenance
 from aiodbpool.drivers.fake import FakeConnection, FakeDriver
 
 FAST = 0.01

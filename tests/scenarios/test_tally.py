@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from scenarios import REPORT_VARIABLE, Tally
+from tally import REPORT_VARIABLE, Tally
 
 from aiodbpool import Pool, PoolError
 from aiodbpool.drivers.fake import FakeConnection, FakeDriver

@@ -1,7 +1,8 @@
 """The PostgreSQL driver against a real server: URLs, options, resets and cancellation.
 
 Server-wide behaviour (the size bound seen from ``pg_stat_activity``, killed backends, restarts,
-refused connects) is in ``test_postgres_recovery.py``; PgBouncer in ``test_postgres_pgbouncer.py``.
+refused connects) is in ``tests/scenarios/test_postgres_recovery.py``; PgBouncer in
+``test_postgres_pgbouncer.py``.
 """
 
 from __future__ import annotations

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import pytest
-import uvloop
 from helpers import acquire, check_books, wait_for_waiters, wait_until
 
 from aiodbpool import ConnectionReleased, Pool, PoolClosed, PoolExhausted, PoolTimeout
@@ -424,7 +421,7 @@ async def test_acquire_with_zero_timeout_still_takes_an_idle_connection() -> Non
         await pool.release(again)
 
 
-# ------------------------------------------------------------------ wrong pool state or loop
+# ------------------------------------------------------------------ wrong pool state
 
 
 async def test_acquire_on_a_never_opened_pool_says_how_to_open_it() -> None:
@@ -434,26 +431,3 @@ async def test_acquire_on_a_never_opened_pool_says_how_to_open_it() -> None:
         await pool.acquire()
 
     assert refused.value.pool_name == "lazy"
-
-
-@pytest.mark.parametrize(
-    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
-)
-def test_acquire_from_another_event_loop_raises_a_clear_runtime_error(
-    new_loop: Callable[[], asyncio.AbstractEventLoop],
-) -> None:
-    pool: Pool[FakeConnection] = Pool(FakeDriver())
-    home, other = new_loop(), new_loop()
-    try:
-        home.run_until_complete(pool.open())
-        started = time.monotonic()
-
-        with pytest.raises(RuntimeError, match="opened in another event loop"):
-            other.run_until_complete(acquire(pool))
-
-        assert time.monotonic() - started < 5
-        assert pool.stats().size == 0
-        home.run_until_complete(pool.close())
-    finally:
-        home.close()
-        other.close()

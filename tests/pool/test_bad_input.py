@@ -1,9 +1,9 @@
 """Bad input at the public entry points: a clear error, and the pool left exactly as it was.
 
 What the neighbouring files check already is not repeated here: typical bad values of each option
-(``test_pool_config.py``), malformed URLs (``test_url.py`` and the drivers' tests), foreign and
-double releases and detaches (``test_pool_release.py``), acquiring from a pool never opened or
-closed (``test_pool_acquire.py``, ``test_pool_lifecycle.py``). This file adds:
+(``test_config.py``), malformed URLs (``test_url.py`` and the drivers' tests), foreign and double
+releases and detaches (``test_release.py``), acquiring from a pool never opened or closed
+(``test_acquire.py``, ``test_lifecycle.py``). This file adds:
 
 * every option of ``Pool`` and ``create_pool`` against an oracle, over generated values and
   combinations: a pool is made exactly when the oracle says the values are valid, and otherwise
@@ -147,7 +147,9 @@ def test_pool_and_create_pool_accept_exactly_the_valid_options(options: dict[str
             make()
 
 
-@pytest.mark.parametrize("url", [None, 42, Path("app.db"), bytearray(b"fake://"), ["fake://"]])
+@pytest.mark.parametrize(
+    "url", [None, 42, Path("app.db"), bytearray(b"fake://"), ["fake://"], b"fake://"]
+)
 def test_a_url_of_the_wrong_type_is_refused_naming_the_type(url: object) -> None:
     with pytest.raises(TypeError, match=f"url must be a string, got {type(url).__name__}"):
         create_pool(url)  # type: ignore[arg-type]
