@@ -32,13 +32,15 @@ async def call_with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None)
     ``asyncio.timeout``.
     """
     if timeout is None:
-        return await coro
+        return await coro  # cancel: the driver's call is cancelled; the caller says what it costs
     try:
         first_yield = coro.send(None)
     except StopIteration as finished:
         # The call completed without waiting for anything: nothing to time.
         return finished.value  # type: ignore[no-any-return]
+    # cancel: none: entering and leaving a timeout never suspend
     async with asyncio.timeout(timeout):
+        # cancel: the driver's call is cancelled; the caller says what it costs
         result: T = await _Resume(coro, first_yield)
     return result
 

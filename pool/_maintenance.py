@@ -6,20 +6,18 @@ synchronous ``_maintain()`` step, which decides and starts the work. The job hol
 reference to the pool between runs: a pool that the application forgot (and never closed) can
 still be garbage-collected, and its job then ends by itself at the next wake-up.
 
-``Backoff`` spaces out refill attempts while the database refuses connections, so a pool
-does not hammer a database that is restarting.
+While the database refuses connections, the round's refills are spaced out by the backoff of
+``_breaker.py``, so a pool does not hammer a database that is restarting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import random
 import weakref
 from typing import Protocol
 
-__all__ = ["Backoff", "run_maintenance"]
+__all__ = ["run_maintenance"]
 
 logger = logging.getLogger("aiodbpool")
 
@@ -28,49 +26,6 @@ class _Maintainable(Protocol):
     def _maintain(self) -> float | None:
         """Do one round of maintenance; return seconds until the next, or None to stop."""
         ...
-
-
-class Backoff:
-    """Exponential backoff with jitter for reconnect attempts.
-
-    After the n-th consecutive failure the next attempt waits ``initial * 2**(n-1)`` seconds, capped
-    at ``maximum``, of which a random half is kept ("equal jitter"): many pools that lost the same
-    database do not all retry at the same instant.
-    """
-
-    __slots__ = ("_initial", "_maximum", "_rng", "failed_at", "failures", "not_before")
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._rng = rng or random.Random()
-        self.failures = 0
-        """Consecutive failed attempts."""
-        self.not_before = -math.inf
-        """The clock reading before which no new attempt should start."""
-        self.failed_at = -math.inf
-        """When the last attempt failed."""
-
-    @property
-    def initial(self) -> float:
-        """The delay after a first failure (``backoff_initial``)."""
-        return self._initial
-
-    def failed(self, now: float) -> float:
-        """Record a failed attempt at ``now``; return the delay before the next one."""
-        # (The exponent is capped: 2.0**1024 overflows, and a long outage gets that far.)
-        ceiling = min(self._maximum, self._initial * 2.0 ** min(self.failures, 64))
-        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-        self.failures += 1
-        self.not_before = now + delay
-        self.failed_at = now
-        return delay
-
-    def succeeded(self) -> None:
-        """Record a successful attempt: the next failure starts from the initial delay again."""
-        self.failures = 0
-        self.not_before = -math.inf
-        self.failed_at = -math.inf
 
 
 async def run_maintenance(
@@ -95,7 +50,8 @@ async def run_maintenance(
         if delay is None:
             return
         try:
+            # cancel: none: entering and leaving a timeout never suspend
             async with asyncio.timeout(delay):
-                await wakeup.wait()
+                await wakeup.wait()  # cancel: the job ends; between rounds it holds nothing
         except TimeoutError:
             pass

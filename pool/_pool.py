@@ -34,7 +34,11 @@ the slow path.
 
 The decide-then-act rule: every change to the books is a synchronous step (no ``await`` in the
 middle), so no other task can observe a half-made change. Awaits happen between steps, and every
-await point says in a comment what happens if the task is cancelled there.
+await point says in a ``# cancel:`` comment what happens if the task is cancelled there.
+
+Two jobs live in modules of their own: when a connect may start while connects fail (the circuit
+breaker, the backoff and the probe: ``_breaker.py``, held as ``Pool._breaker``), and capturing
+and printing where a connection was acquired, for leak reports (``_leaks.py``).
 """
 
 from __future__ import annotations
@@ -47,8 +51,6 @@ import logging
 import math
 import os
 import random
-import sys
-import traceback
 import warnings
 import weakref
 from _thread import get_ident
@@ -56,13 +58,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from functools import partial
-from types import CodeType, FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, assert_never
 
 from . import _options
+from ._breaker import Backoff, Breaker
 from ._calls import begin, call_with_timeout
 from ._clock import Clock, monotonic
-from ._maintenance import Backoff, run_maintenance
+from ._leaks import Stack, capture_stack, format_stack, where_acquired
+from ._maintenance import run_maintenance
 from ._waiters import Waiters
 from .driver import Driver, SupportsAclose, SupportsInterrupt, SupportsTransactionStatus
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
@@ -107,12 +111,22 @@ class _Record(Generic[C]):
     # connection itself for a driver without leases. None from its release until the next lend.
     handle: object = None
     # Where it was acquired, innermost call first (leak_timeout): code objects and line numbers.
-    acquired_stack: list[tuple[CodeType, int]] | None = None
+    acquired_stack: Stack | None = None
     leak_reported: bool = False
 
 
+_POOL_FRAMES_ON_ACQUIRE: Final = 3
+"""The pool's own frames between ``_hand_out``'s capture of the acquiring stack (for
+``leak_timeout``) and the code that acquired: ``_hand_out``, ``_take_idle`` or
+``_acquire_slowly``, and ``_Acquire.__await__``. Leak reports leave them out."""
+
 GROWTH_AT_ONCE: Final = 2
 """At most this many connects run at once for waiting acquirers (see ``Pool._grow``)."""
+
+
+_Removal = Literal["closed", "discarded", "evicted_idle", "evicted_lifetime", "reclaimed"]
+"""Why the pool lets a connection go. Each reason but ``"closed"`` (the pool is closing) has its
+counter of the same name in ``PoolStats``: see ``_Counters.count_removal``."""
 
 
 @dataclass(slots=True)
@@ -132,10 +146,25 @@ class _Counters:
     evicted_lifetime: int = 0
     wait_time_total: float = 0.0
     wait_time_max: float = 0.0
-    breaker_rejections: int = 0
     stale_releases: int = 0
     stale_uses: int = 0
     reclaimed: int = 0
+
+    def count_removal(self, reason: _Removal) -> None:
+        """Count a connection the pool lets go under its reason's counter."""
+        match reason:
+            case "discarded":
+                self.discarded += 1
+            case "evicted_idle":
+                self.evicted_idle += 1
+            case "evicted_lifetime":
+                self.evicted_lifetime += 1
+            case "reclaimed":
+                self.reclaimed += 1
+            case "closed":
+                pass  # the pool is closing: counted in ``closed`` once the close is done
+            case _:
+                assert_never(reason)
 
 
 @dataclass(slots=True)
@@ -273,7 +302,7 @@ class Pool(Generic[C]):
             raise ValueError(
                 f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap})"
             )
-        self._breaker_threshold = _options.check_count(
+        threshold = _options.check_count(
             "breaker_threshold", breaker_threshold, minimum=1, allow_none=True
         )
         self._clock: Final[Clock] = clock or monotonic
@@ -311,16 +340,9 @@ class Pool(Generic[C]):
         self._create_time = _Recorder()  # successful connects
         self._wait_time = _Recorder()  # acquires that took the slow path
         self._use_time = _Recorder()  # from hand-out to release
-        # When the next background connect (a refill, or a probe of the open breaker) may start.
-        self._backoff = Backoff(backoff_first, backoff_cap, self._rng)
-        # Connects failed since the last success, whoever made them; the breaker is open while
-        # there are breaker_threshold of them. The last error is the cause it reports.
-        self._connect_errors_in_a_row = 0
-        self._last_connect_error: BaseException | None = None
-        # Connects under way as probes: background refills while connects fail, and any
-        # connect while the breaker is open. One at a time; counted from the moment one is
-        # decided, so two acquirers cannot both become the probe.
-        self._probes = 0
+        # Connects failed in a row, the circuit breaker they open, the backoff that spaces the
+        # background's attempts, and the one probe at a time while connects fail.
+        self._breaker = Breaker(threshold, Backoff(backoff_first, backoff_cap, self._rng))
         self._tasks: set[asyncio.Task[Any]] = set()  # background connects and closes
         self._maintenance_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None  # pokes the maintenance job
@@ -346,7 +368,7 @@ class Pool(Generic[C]):
     # ------------------------------------------------------------------ public API: life cycle
 
     async def __aenter__(self) -> Pool[C]:
-        await self.open()
+        await self.open()  # cancel: open() undoes itself; the pool stays unopened
         return self
 
     async def __aexit__(
@@ -355,7 +377,7 @@ class Pool(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.close()  # cancel: the pool closes all the same, ending what is left by force
 
     async def open(self, wait: bool = True) -> None:
         """Open the pool and its ``min_size`` connections.
@@ -368,7 +390,7 @@ class Pool(Generic[C]):
         """
         if self._state is _State.OPEN:
             self._check_loop()
-            await self._opened_by_another(wait)
+            await self._opened_by_another(wait)  # cancel: only this caller stops waiting
             return
         if self._state is not _State.NEW:
             raise PoolClosed(
@@ -389,6 +411,7 @@ class Pool(Generic[C]):
         opened = self._opened = self._loop.create_future()
         if wait and self._settings.min_size:
             try:
+                # cancel: the connects stop, what opened is closed; the pool stays unopened
                 await self._fill_at_open(self._settings.min_size)
             except BaseException as error:
                 if isinstance(error, Exception):
@@ -417,7 +440,8 @@ class Pool(Generic[C]):
         except asyncio.CancelledError:
             if not opened.cancelled() or _being_cancelled():
                 raise
-            await self.open(wait)  # the other open() was cancelled, not this one
+            # (The other open() was cancelled, not this one: try again.)
+            await self.open(wait)  # cancel: open() undoes itself; the pool stays unopened
 
     async def _fill_at_open(self, count: int) -> None:
         """Open ``count`` connections at once; on any failure, close them all and re-raise."""
@@ -427,12 +451,13 @@ class Pool(Generic[C]):
             # Shielded: gather would cancel the connects even before they start, and a connect
             # that never ran never frees its slot. If open() is cancelled, _cancel stops them
             # instead, and _connect frees their slots.
+            # cancel: the connects stop; any that opens anyway is closed (_adopt_orphan)
             results = await asyncio.gather(*map(asyncio.shield, connects), return_exceptions=True)
         except BaseException:
             for task in connects:
                 _cancel(task)
                 task.add_done_callback(self._adopt_orphan)  # in case it opened all the same
-            await self._undo_open()
+            await self._undo_open()  # cancel: _shut_down ends what is left by force
             raise
         now = self._clock()
         for result in results:
@@ -440,7 +465,7 @@ class Pool(Generic[C]):
                 self._return_to_pool(result, now)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
-            await self._undo_open()
+            await self._undo_open()  # cancel: _shut_down ends what is left by force
             raise failures[0]
 
     async def _undo_open(self) -> None:
@@ -448,7 +473,7 @@ class Pool(Generic[C]):
         closed, if close() was called meanwhile (and wake a close() waiting for that)."""
         assert self._closed_event is not None
         try:
-            await self._shut_down(self._close_timeout)
+            await self._shut_down(self._close_timeout)  # cancel: it ends what is left by force
         finally:
             if self._close_requested:
                 self._state = _State.CLOSED
@@ -473,16 +498,18 @@ class Pool(Generic[C]):
         self._close_requested = True
         if self._state is not _State.OPEN:
             if self._closed_event is not None:
-                await self._closed_event.wait()  # another task is closing the pool
+                # cancel: only this caller stops waiting for the close() of another task
+                await self._closed_event.wait()
             return
         assert self._closed_event is not None
         try:
-            await self._shut_down(limit)
+            await self._shut_down(limit)  # cancel: it ends what is left by force
             if self._close_driver and isinstance(self._driver, SupportsAclose):
+                # cancel: the driver's resources may stay open; the pool is closed all the same
                 await self._close_driver_resources()
         finally:
             self._state = _State.CLOSED
-            self._last_connect_error = None  # its traceback would keep frames alive
+            self._breaker.forget_last_error()
             self._closed_event.set()
         logger.debug("pool %r closed", self._name)
 
@@ -491,6 +518,7 @@ class Pool(Generic[C]):
         the pool itself closed fine."""
         assert isinstance(self._driver, SupportsAclose)
         try:
+            # cancel: the driver's aclose() is cancelled; the pool is closed all the same
             await call_with_timeout(self._driver.aclose(), self._close_timeout)
         except Exception as error:
             logger.warning(
@@ -521,12 +549,12 @@ class Pool(Generic[C]):
         settings.min_size, settings.max_size = new_min, new_max
         # Connections already closing count in size() but are on their way out: not excess.
         while self._idle and self._size() - self._closing > new_max:
-            self._discard(self._idle.popleft(), "evicted_lifetime")
+            self._close_unbooked(self._idle.popleft(), "evicted_lifetime")
         # The rest of the excess is in use: whichever connections come back first while the
         # pool is still above the new bound are closed (connects under way are checked by
         # _connect when they finish).
         self._shrinking = self._size() - self._closing > new_max
-        self._after_removal()
+        self._use_free_room()
 
     def expire(self) -> None:
         """Retire every current connection: idle ones now, ones in use when they are released.
@@ -538,10 +566,10 @@ class Pool(Generic[C]):
             self._check_loop()
         self._generation += 1
         while self._idle:
-            self._discard(self._idle.pop(), "evicted_lifetime")
+            self._close_unbooked(self._idle.pop(), "evicted_lifetime")
         for record in self._in_use.values():
             record.retire_at = -math.inf
-        self._after_removal()
+        self._use_free_room()
 
     def detach(self, conn: C) -> C:
         """Take an acquired connection out of the pool for good, and free its slot.
@@ -561,7 +589,7 @@ class Pool(Generic[C]):
             lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
             lease._end("detached")
         del self._in_use[id(record.conn)]
-        self._after_removal()
+        self._use_free_room()
         return record.conn
 
     # ------------------------------------------------------------------ public API: use
@@ -635,8 +663,9 @@ class Pool(Generic[C]):
         """Await the rest of a reset within ``reset_timeout``, then pool the connection or, if
         the reset failed, discard it. Never raises: it runs as a task nobody else awaits."""
         try:
-            # cancel: only close() cancels this task; the connection is discarded
+            # cancel: none: entering and leaving a timeout never suspend
             async with asyncio.timeout(self._reset_timeout):
+                # cancel: only close() cancels this task; the connection is discarded
                 await unfinished
         except BaseException as error:
             self._reset_failed(record, error)
@@ -655,7 +684,7 @@ class Pool(Generic[C]):
     async def _settle_then_reset(self, leftover: Coroutine[Any, Any, None], conn: C) -> None:
         """Finish what a borrower left behind on ``conn``, then reset it."""
         await leftover  # cancel: release discards the connection
-        await self._driver.reset(conn)
+        await self._driver.reset(conn)  # cancel: the same
 
     def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
         """A reset raised, timed out or was cancelled: the connection must not be reused.
@@ -664,7 +693,7 @@ class Pool(Generic[C]):
         that is expected after an outage, so it is logged at INFO rather than as a warning.
         """
         closed = self._known_closed(record.conn)
-        self._drop(record, "discarded", hard=True)
+        self._unbook_and_close(record, "discarded", hard=True)
         if not isinstance(error, Exception):
             return
         if closed:
@@ -704,9 +733,9 @@ class Pool(Generic[C]):
             stale_releases=counters.stale_releases,
             stale_uses=counters.stale_uses,
             reclaimed=counters.reclaimed,
-            breaker_open=self._breaker_open(),
-            connect_errors_in_a_row=self._connect_errors_in_a_row,
-            breaker_rejections=counters.breaker_rejections,
+            breaker_open=self._breaker.is_open(),
+            connect_errors_in_a_row=self._breaker.errors_in_a_row,
+            breaker_rejections=self._breaker.rejections,
             exhausted=counters.exhausted,
             create_time=self._create_time.snapshot(),
             wait_time=self._wait_time.snapshot(
@@ -789,7 +818,9 @@ class Pool(Generic[C]):
         started = self._clock()
         deadline = asyncio.timeout(limit)
         try:
+            # cancel: none: entering and leaving a timeout never suspend
             async with deadline:
+                # cancel: _obtain gives back, or discards, what it took for this caller
                 record = await self._obtain()
         except TimeoutError:
             if not deadline.expired():
@@ -823,14 +854,16 @@ class Pool(Generic[C]):
             if self._idle:
                 record = self._idle.pop()
                 self._in_use[id(record.conn)] = record
-                if await self._usable(record):
+                # cancel: the connection being validated is discarded
+                if await self._validate_or_discard(record):
                     return record
                 # The connection was discarded; if this acquirer has to wait now, it waits at
                 # the head of the line, ahead of acquirers that arrived while it validated.
                 had_its_turn = True
                 continue
             room = self._size() < self._settings.max_size
-            if room and self._breaker_open() and not self._may_probe():
+            breaker = self._breaker
+            if room and breaker.is_open() and not breaker.may_probe_for_waiters(self._clock()):
                 raise self._breaker_error()  # a new connection is needed, and none may open
             if self._max_waiting is not None and self._queued_beyond_room() >= self._max_waiting:
                 self._counters.exhausted += 1
@@ -847,24 +880,25 @@ class Pool(Generic[C]):
             # under way goes on, and its connection serves the next waiter or joins the pool.
             return await self._waiters.take(ticket, self._give_back)  # fresh: no ping needed
 
-    async def _usable(self, record: _Record[C]) -> bool:
-        """Check an idle connection taken by the slow path; discard it if it is not usable."""
+    async def _validate_or_discard(self, record: _Record[C]) -> bool:
+        """Check an idle connection taken by the slow path: return True if it may be lent, or
+        discard it (unbook and close it) and return False."""
         now = self._clock()
         if self._known_closed(record.conn):
-            self._drop(record, "discarded")
+            self._unbook_and_close(record, "discarded")
             return False
         if now >= record.retire_at:
-            self._drop(record, "evicted_lifetime")
+            self._unbook_and_close(record, "evicted_lifetime")
             return False
         if now - record.released_at < self._validate_after_idle:
             return True
         try:
-            # Cancellation safety: a ping interrupted by the deadline or the caller leaves the
-            # connection in an unknown state, so it is discarded like a failed one.
+            # cancel: a ping interrupted by the deadline or the caller leaves the connection in
+            # an unknown state, so it is discarded like a failed one.
             await call_with_timeout(self._driver.ping(record.conn), self._ping_timeout)
         except BaseException as error:
             self._counters.validation_failures += 1
-            self._drop(record, "discarded", hard=True)
+            self._unbook_and_close(record, "discarded", hard=True)
             if not isinstance(error, Exception):
                 raise
             logger.info(
@@ -875,7 +909,7 @@ class Pool(Generic[C]):
             return False
         if self._clock() >= record.retire_at:
             # The ping took so long that the connection's lifetime ended meanwhile.
-            self._drop(record, "evicted_lifetime")
+            self._unbook_and_close(record, "evicted_lifetime")
             return False
         return True
 
@@ -896,7 +930,7 @@ class Pool(Generic[C]):
         record.acquired_at = now
         self._counters.acquired += 1
         if self._leak_timeout is not None:
-            record.acquired_stack = _acquiring_stack()
+            record.acquired_stack = capture_stack(_POOL_FRAMES_ON_ACQUIRE)
             record.leak_reported = False
         return handle  # type: ignore[return-value]  # a Lease[C] stands in for a C
 
@@ -988,15 +1022,12 @@ class Pool(Generic[C]):
         if record is None:
             return  # close() ended it meanwhile
         self._unlend(record)
-        stack = record.acquired_stack
         logger.warning(
             "pool %r: a connection was garbage-collected without being released; the pool "
             "closed it and took its slot back. Release every connection (`async with "
             "pool.acquire()` does). %s",
             self._name,
-            "It was acquired at:\n" + _format_stack(stack)
-            if stack is not None
-            else "(Set leak_timeout to log where it was acquired.)",
+            where_acquired(record.acquired_stack),
         )
         self._let_go(record, "reclaimed", loop_gone)
 
@@ -1019,10 +1050,10 @@ class Pool(Generic[C]):
         """Close an unlent record's connection, whose lend ended without a release; after the
         pool's loop has ended, only unbook it: the connection ended with the loop."""
         if not loop_gone:
-            self._drop(record, reason, hard=True)
+            self._unbook_and_close(record, reason, hard=True)
             return
         del self._in_use[id(record.conn)]
-        setattr(self._counters, reason, getattr(self._counters, reason) + 1)
+        self._counters.count_removal(reason)
 
     def _check_open(self) -> None:
         if self._state is _State.OPEN:
@@ -1074,13 +1105,14 @@ class Pool(Generic[C]):
 
     def _retire(self, record: _Record[C]) -> None:
         """Close a returning connection that must not be reused, counting why."""
+        reason: _Removal
         if self._state is not _State.OPEN:
             reason = "closed"
         elif self._known_closed(record.conn):
             reason = "discarded"
         else:
             reason = "evicted_lifetime"
-        self._drop(record, reason)
+        self._unbook_and_close(record, reason)
 
     def _known_closed(self, conn: C) -> bool:
         """``driver.is_closed(conn)``, where a driver bug must not cost a slot: if it raises,
@@ -1134,37 +1166,39 @@ class Pool(Generic[C]):
     # ------------------------------------------------------------------ opening and closing
 
     async def _connect(
-        self, *, background: bool = False, probe: bool = False, demand: bool = False
+        self, *, refill: bool = False, probe: bool = False, demand: bool = False
     ) -> _Record[C]:
         """Open one connection in a slot the caller reserved (``_opening``), booked in use.
 
         The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot,
         so it is counted in ``size`` at every moment; whoever asked for it then hands it out or
-        returns it to the pool. ``probe``: the caller claimed the probe (see ``_may_probe``).
+        returns it to the pool. ``refill``: a background refill, whose failure backs off (see
+        ``Breaker.connect_failed``). ``probe``: the caller claimed the probe (see ``Breaker``).
         ``demand``: it was opened for the waiting acquirers (``_grow``), so if it fails, the one
         waiting longest gets the error, as if it had tried the connect itself.
         """
         generation = self._generation
         started = self._clock()
         try:
+            # cancel: the slot is freed (and the probe, if this is it); nothing is booked
             conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
             self._refuse_if_in_transaction(conn)
         except BaseException as error:
             if probe:
-                self._probes -= 1
+                self._breaker.probe_ended()
             self._opening -= 1
             self._counters.connect_errors += 1
             if not isinstance(error, Exception):
-                self._after_removal()
+                self._use_free_room()
                 raise
-            self._connect_failed(error, probe=background or probe)
+            self._connect_failed(error, backs_off=refill or probe)
             failure = self._connect_error(error)
             if demand:
                 self._waiters.fail_oldest(failure)
-            self._after_removal()
+            self._use_free_room()
             raise failure from error
         if probe:
-            self._probes -= 1
+            self._breaker.probe_ended()
         self._opening -= 1
         now = self._clock()
         lifetime = self._max_lifetime * (1.0 - LIFETIME_JITTER * self._rng.random())
@@ -1175,11 +1209,8 @@ class Pool(Generic[C]):
         self._in_use[id(conn)] = record
         self._counters.created += 1
         self._create_time.record(now - started)
-        if self._breaker_open():
+        if self._breaker.connect_succeeded():
             logger.info("pool %r: a connect succeeded; circuit breaker closed", self._name)
-        self._connect_errors_in_a_row = 0
-        self._last_connect_error = None  # nothing keeps its traceback (and its frames) alive
-        self._backoff.succeeded()
         return record
 
     def _connect_error(self, error: Exception) -> PoolConnectError:
@@ -1217,8 +1248,11 @@ class Pool(Generic[C]):
             "callback (or connect): end it there with COMMIT or ROLLBACK"
         )
 
-    def _drop(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
-        """Unbook a record held in ``_in_use`` and close its connection.
+    def _unbook_and_close(
+        self, record: _Record[C], reason: _Removal, *, hard: bool = False
+    ) -> None:
+        """Take a record held in ``_in_use`` off the books and close its connection
+        (``_close_unbooked``), then let the room it frees be used.
 
         If ``close()`` gave up waiting and already terminated it (while it was being validated,
         reset or handed to a waiter), there is nothing left to do but forget it.
@@ -1228,18 +1262,20 @@ class Pool(Generic[C]):
             self._abandoned.pop(key, None)
             return
         del self._in_use[key]
-        self._discard(record, reason, hard=hard)
-        self._after_removal()
+        self._close_unbooked(record, reason, hard=hard)
+        self._use_free_room()
 
-    def _discard(self, record: _Record[C], reason: str, *, hard: bool = False) -> None:
-        """Close an unbooked connection, counting why.
+    def _close_unbooked(self, record: _Record[C], reason: _Removal, *, hard: bool = False) -> None:
+        """Close a connection its caller has already taken off the books (off ``_idle``, or off
+        ``_in_use`` as ``_unbook_and_close`` does), counting why.
 
+        A polite close runs in the background and keeps the slot (``_closing``) until it ends.
         ``hard`` is for connections in an unknown state (a failed reset or ping): they are
-        terminated at once if the driver can, rather than closed politely.
+        terminated at once if the driver can, rather than closed politely, which frees the slot
+        at once; the caller then lets it be used (``_use_free_room``).
         """
         counters = self._counters
-        if reason != "closed":
-            setattr(counters, reason, getattr(counters, reason) + 1)
+        counters.count_removal(reason)
         if hard and self._terminate is not None:
             self._terminate_quietly(record.conn)
             counters.closed += 1
@@ -1250,6 +1286,7 @@ class Pool(Generic[C]):
     async def _close(self, conn: C) -> None:
         """Close one connection in the background, terminating it if that fails."""
         try:
+            # cancel: the connection is terminated if the driver can; the slot is freed
             await call_with_timeout(self._driver.close(conn), self._close_timeout)
         except BaseException as error:
             if self._terminate is not None:
@@ -1260,7 +1297,7 @@ class Pool(Generic[C]):
         finally:
             self._closing -= 1
             self._counters.closed += 1
-            self._after_removal()
+            self._use_free_room()
 
     def _terminate_quietly(self, conn: C) -> None:
         assert self._terminate is not None
@@ -1281,16 +1318,18 @@ class Pool(Generic[C]):
         if self._maintenance_task is not None:
             self._maintenance_task.cancel()
         while self._idle:
-            self._discard(self._idle.pop(), "closed")
+            self._close_unbooked(self._idle.pop(), "closed")
         if self._lent and self._lease_class is not None and timeout != 0:
             # A lease held only by garbage (a reference cycle) would be waited for until the
             # timeout: collect it now, and its slot is reclaimed. (With no time to wait,
             # whatever is still lent is terminated at once anyway.)
             gc.collect()
-        self._after_removal()
+        self._use_free_room()
         try:
             # Wait for connections in use to come back and for opens and closes to finish.
+            # cancel: none: entering and leaving a timeout never suspend
             async with asyncio.timeout(timeout):
+                # cancel: the finally below ends what is left by force
                 await self._drained.wait()
         except TimeoutError:
             logger.warning(
@@ -1313,11 +1352,12 @@ class Pool(Generic[C]):
                     holder._end("closed")  # its release, if it comes, is ignored
                 else:
                     self._abandoned[key] = record
-                self._discard(record, "closed", hard=True)
+                self._close_unbooked(record, "closed", hard=True)
             remaining = [task for task in self._tasks if not task.done()]
             if self._maintenance_task is not None:
                 remaining.append(self._maintenance_task)
             if remaining:
+                # cancel: close() stops waiting; the tasks, cancelled above, end on their own
                 await asyncio.wait(remaining, timeout=self._close_timeout or 1.0)
 
     def _unfinished(self) -> str:
@@ -1338,8 +1378,11 @@ class Pool(Generic[C]):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _after_removal(self) -> None:
-        """Follow-up after the pool lost a connection or a slot: someone may use the room now."""
+    def _use_free_room(self) -> None:
+        """Let room the pool may have now be used: after it lost a connection or a slot, or its
+        bounds changed (``resize`` grows it too). Opens connections for the waiters (``_grow``)
+        and asks the maintenance job to refill below ``min_size``; a closing pool that holds
+        nothing any more wakes ``close()``."""
         settings = self._settings
         if self._state is _State.OPEN:
             self._grow()
@@ -1374,12 +1417,13 @@ class Pool(Generic[C]):
             and len(self._waiters) > self._opening
             and self._size() < self._settings.max_size
         ):
-            probe = self._breaker_open()
+            breaker = self._breaker
+            probe = breaker.is_open()
             if probe:
-                if not self._may_probe():
+                if not breaker.may_probe_for_waiters(self._clock()):
                     self._waiters.fail_oldest(self._breaker_error())
                     continue
-                self._probes += 1
+                breaker.claim_probe_for_waiters()
             elif self._opening >= GROWTH_AT_ONCE:
                 return
             self._opening += 1
@@ -1414,12 +1458,12 @@ class Pool(Generic[C]):
             self._report_leaks(now)
         self._refill(now)
         delay = self._maintenance_interval
-        backoff = self._backoff
-        wants_probe = self._size() < self._settings.min_size or self._breaker_open()
-        if backoff.failures and now < backoff.not_before and wants_probe:
+        wait = self._breaker.backoff_left(now)
+        wants_probe = self._size() < self._settings.min_size or self._breaker.is_open()
+        if wait and wants_probe:
             # Wake up for the next attempt. (Once it is due, _refill has just started it, or one
             # is under way: its failure wakes the job, so there is no reason to come back early.)
-            delay = min(delay, backoff.not_before - now)
+            delay = min(delay, wait)
         return delay
 
     def _evict_idle(self, now: float) -> None:
@@ -1429,9 +1473,9 @@ class Pool(Generic[C]):
         keep: deque[_Record[C]] = deque()
         for record in self._idle:
             if self._known_closed(record.conn):
-                self._discard(record, "discarded")
+                self._close_unbooked(record, "discarded")
             elif now >= record.retire_at:
-                self._discard(record, "evicted_lifetime")
+                self._close_unbooked(record, "evicted_lifetime")
             else:
                 keep.append(record)
         self._idle = keep
@@ -1442,7 +1486,7 @@ class Pool(Generic[C]):
             and now - self._idle[0].released_at >= self._max_idle
             and self._size() - self._closing > self._settings.min_size
         ):
-            self._discard(self._idle.popleft(), "evicted_idle")
+            self._close_unbooked(self._idle.popleft(), "evicted_idle")
 
     def _report_leaks(self, now: float) -> None:
         assert self._leak_timeout is not None
@@ -1461,39 +1505,33 @@ class Pool(Generic[C]):
                 self._name,
                 now - record.acquired_at,
                 self._leak_timeout,
-                _format_stack(stack),
+                format_stack(stack),
             )
 
     def _refill(self, now: float) -> None:
         """Open connections up to min_size; one probe at a time while the backoff is active.
 
-        While the circuit breaker is open, probe even below min_size: the first connect that
-        succeeds closes the breaker.
+        While the circuit breaker is open, probe even at or above min_size: the first connect
+        that succeeds closes the breaker.
         """
         missing = self._settings.min_size - self._size()
-        if self._breaker_open() and self._size() < self._settings.max_size:
+        if self._breaker.is_open() and self._size() < self._settings.max_size:
             missing = max(missing, 1)
-        if missing <= 0 or now < self._backoff.not_before:
-            return
-        probe = bool(self._backoff.failures) or self._breaker_open()
-        if probe:
-            if self._probes:
-                return  # a probe is already under way
-            missing = 1
-            self._probes += 1
-        for _ in range(missing):
+        count, probe = self._breaker.claim_refills(missing, now)
+        for _ in range(count):
             self._opening += 1
             self._spawn(self._refill_one(probe=probe), "refill")
 
     async def _refill_one(self, *, probe: bool) -> None:
         try:
-            record = await self._connect(background=True, probe=probe)
+            # cancel: only close() cancels it; _connect frees the slot
+            record = await self._connect(refill=True, probe=probe)
         except PoolConnectError as error:
             logger.warning(
                 "pool %r: background connect failed (%d in a row), next try in %.2fs: %s",
                 self._name,
-                self._connect_errors_in_a_row,
-                max(0.0, self._backoff.not_before - self._clock()),
+                self._breaker.errors_in_a_row,
+                self._breaker.backoff_left(self._clock()),
                 _describe(error.__cause__ or error),
             )
             return
@@ -1501,62 +1539,30 @@ class Pool(Generic[C]):
 
     # ------------------------------------------------------------------ the circuit breaker
 
-    def _connect_failed(self, error: Exception, *, probe: bool) -> None:
-        """Count a failed connect; enough of them in a row open the circuit breaker.
-
-        A failed ``probe`` (a background refill, or a connect made while the breaker was open)
-        and the failure that opens the breaker push the next probe further away (exponential
-        backoff). Other failures do not: acquirers failing before the breaker opened, or
-        connects still under way when it opened. So a database back after a short restart is
-        probed after about ``backoff_initial``, not after a delay grown by every failed request.
-        """
-        was_open = self._breaker_open()
-        self._connect_errors_in_a_row += 1
-        self._last_connect_error = error
-        opened = not was_open and self._breaker_open()
-        if probe or opened:
-            self._backoff.failed(self._clock())
-        if opened:
+    def _connect_failed(self, error: Exception, *, backs_off: bool) -> None:
+        """Count a failed connect (see ``Breaker.connect_failed``), say so if it opened the
+        circuit breaker, and let the maintenance job schedule the next probe."""
+        breaker = self._breaker
+        if breaker.connect_failed(error, self._clock(), backs_off=backs_off):
             logger.warning(
                 "pool %r: %d connects failed in a row; circuit breaker open: acquirers that need "
                 "a new connection fail at once until a probe connects: %s",
                 self._name,
-                self._connect_errors_in_a_row,
+                breaker.errors_in_a_row,
                 _describe(error),
             )
-        if self._wakeup is not None and self._breaker_open():
+        if self._wakeup is not None and breaker.is_open():
             self._wakeup.set()  # the maintenance job schedules the next probe
 
-    def _breaker_open(self) -> bool:
-        threshold = self._breaker_threshold
-        return threshold is not None and self._connect_errors_in_a_row >= threshold
-
-    def _may_probe(self) -> bool:
-        """Whether, with the breaker open, a connect for waiting acquirers may probe now.
-
-        One connect at a time may try. The backoff spaces out the background's probes, growing
-        up to ``backoff_max`` while the outage lasts; but while acquirers are asking, a connect
-        for them may probe as soon as ``backoff_initial`` has passed since the last probe
-        failed, so that the pool recovers within about that long after the database is back,
-        however long it was away. Every other acquirer that needs a new connection is refused
-        at once. Connects that were under way when the breaker opened do not count: one stuck
-        on a dead server until its ``connect_timeout`` must not hold up the probe.
-        """
-        return not self._probes and self._clock() >= self._next_probe_at()
-
-    def _next_probe_at(self) -> float:
-        """When a connect for waiting acquirers may probe the database next."""
-        backoff = self._backoff
-        return min(backoff.not_before, backoff.failed_at + backoff.initial)
-
     def _breaker_error(self) -> PoolConnectError:
-        self._counters.breaker_rejections += 1
-        cause = self._last_connect_error
+        """Refuse an acquirer that needs a new connection while the breaker is open."""
+        breaker = self._breaker
+        wait = breaker.refuse(self._clock())
+        cause = breaker.last_error
         error = PoolConnectError(
             f"pool {self._name!r} is not opening connections: the last "
-            f"{self._connect_errors_in_a_row} connects failed (circuit breaker open, next probe in "
-            f"{max(0.0, self._next_probe_at() - self._clock()):.2f}s)"
-            + (f": {_describe(cause)}" if cause is not None else ""),
+            f"{breaker.errors_in_a_row} connects failed (circuit breaker open, next probe in "
+            f"{wait:.2f}s)" + (f": {_describe(cause)}" if cause is not None else ""),
             pool_name=self._name,
         )
         error.__cause__ = cause
@@ -1573,8 +1579,9 @@ class Pool(Generic[C]):
             errors.append(f"opening connections beyond max_size {self._settings.max_size}")
         if self._opening < 0 or self._closing < 0:
             errors.append(f"negative counts: opening={self._opening} closing={self._closing}")
-        if not 0 <= self._probes <= min(1, self._opening):
-            errors.append(f"{self._probes} probes under way, {self._opening} connects opening")
+        probes = self._breaker.probes
+        if not 0 <= probes <= min(1, self._opening):
+            errors.append(f"{probes} probes under way, {self._opening} connects opening")
         idle_ids = {id(record.conn) for record in self._idle}
         if len(idle_ids) != len(self._idle):
             errors.append("a connection is idle twice")
@@ -1688,30 +1695,6 @@ def _lease_class_of(driver: object) -> type[Lease[Any]] | None:
             f"subclass of it: {lease_class!r}"
         )
     return lease_class
-
-
-def _acquiring_stack() -> list[tuple[CodeType, int]]:
-    """Where a connection being handed out was asked for, for a later leak report.
-
-    The pool's own frames (this function, ``_hand_out`` and the two acquire steps above it) are
-    left out. Only code objects and line numbers are kept: no frame (so nothing stays alive),
-    and no source line is read unless a leak is reported, which keeps the cost per acquire
-    with ``leak_timeout`` set to a few microseconds.
-    """
-    stack = []
-    frame: FrameType | None = sys._getframe(4)
-    while frame is not None:
-        stack.append((frame.f_code, frame.f_lineno))
-        frame = frame.f_back
-    return stack
-
-
-def _format_stack(stack: list[tuple[CodeType, int]]) -> str:
-    """``stack`` as a traceback prints it, outermost call first, with its source lines."""
-    summary = traceback.StackSummary.from_list(
-        [(code.co_filename, lineno, code.co_name, None) for code, lineno in reversed(stack)]
-    )
-    return "".join(summary.format())
 
 
 def _lease_collector(pool_ref: weakref.ref[Pool[Any]]) -> Callable[[weakref.ref[Any]], None]:

@@ -212,7 +212,7 @@ class Lease(Generic[C]):
         await settled
         cleanup = self._left_behind(self._leased)
         if cleanup is not None:
-            await cleanup
+            await cleanup  # cancel: as above, the pool discards the connection
 
     def _given_back_after_close(self) -> bool:
         """A release of a lease that ``close()`` ended: accepted once (the connection is gone
@@ -246,7 +246,7 @@ async def _await_in_order(waits: list[Awaitable[None]]) -> None:
     """Await each of ``waits``; if one fails, close the rest (no "never awaited" warnings)."""
     for index, wait in enumerate(waits):
         try:
-            await wait
+            await wait  # cancel: the waits after it are closed; the pool discards the connection
         except BaseException:
             for rest in waits[index + 1 :]:
                 if isinstance(rest, Coroutine):
@@ -283,6 +283,8 @@ def guarded_statement(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def statement(self: Lease[Any], /, *args: Any, **kwargs: Any) -> Any:
         conn = self._start()
         try:
+            # cancel: the driver's statement is cancelled, as if called directly; it stops
+            # counting as running, so a release no longer waits for it
             return await getattr(conn, name)(*args, **kwargs)
         finally:
             self._finish()
