@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["begin", "call_with_timeout"]
+__all__ = ["begin", "call_with_timeout", "describe"]
 
 T = TypeVar("T")
 
@@ -90,3 +90,10 @@ class _Resume:
                 to_yield = coro.send(sent) if thrown is None else coro.throw(thrown)
             except StopIteration as finished:
                 return finished.value
+
+
+def describe(error: BaseException) -> str:
+    """A one-line description of a driver's exception for logs and messages: its type, which
+    often says more than its text (``ConnectionRefusedError``), then its text if it has one."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

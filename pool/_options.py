@@ -1,14 +1,162 @@
-"""Checks for the pool's options, so a bad value fails at construction with a message naming it.
+"""The pool's options, checked once into one frozen ``PoolOptions``, so a bad value fails at
+construction with a message naming it, and the pool reads typed values afterwards, never ``None``
+where a value is needed, and never an ``assert`` to tell a type checker so.
 
-Each function returns the value in the form the pool stores (``None`` becomes ``math.inf`` where
-"no limit" is meant), so the hot path compares numbers without testing for ``None``.
+Each check returns the value in the form the pool reads (``None`` becomes ``math.inf`` where
+"no limit" is meant), so the hot path compares numbers without testing for ``None``. The checks
+are also used alone, for the arguments of ``resize``, ``acquire`` and ``close``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Final, Literal, overload
 
-__all__ = ["check_clock", "check_count", "check_interval", "check_seconds", "seconds_or_inf"]
+from ._clock import Clock, monotonic
+
+__all__ = [
+    "MIN_MAINTENANCE_INTERVAL",
+    "PoolOptions",
+    "check_clock",
+    "check_count",
+    "check_interval",
+    "check_seconds",
+    "seconds_or_inf",
+]
+
+MIN_MAINTENANCE_INTERVAL: Final = 0.01
+"""The shortest ``maintenance_interval`` accepted: 10 ms is short enough for tests, while a
+shorter one would keep an idle pool busy on the CPU for nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Pool's keyword arguments, checked (see ``Pool`` for what each one means).
+
+    Frozen: nothing changes them while the pool runs. ``min_size`` and ``max_size`` are the
+    sizes the pool was built with; ``resize()`` changes the pool's live sizes (``_Settings``),
+    not these. Built only by ``check``, which tests every value in the order of ``Pool``'s
+    signature, so that of several bad values the first is reported.
+    """
+
+    name: str
+    min_size: int
+    max_size: int
+    acquire_timeout: float | None  # None: wait as long as it takes
+    max_waiting: int | None  # None: no bound
+    max_idle: float  # inf: never
+    max_lifetime: float  # inf: never
+    max_uses: float  # inf: no bound (a float, to compare with a count without a None test)
+    validate_after_idle: float  # inf: never
+    connect_timeout: float | None
+    ping_timeout: float | None
+    reset_timeout: float | None
+    close_timeout: float | None
+    leak_timeout: float | None  # None: leaks are not looked for
+    maintenance_interval: float
+    backoff_initial: float
+    backoff_max: float
+    breaker_threshold: int | None  # None: no circuit breaker
+    clock: Clock
+    close_driver: bool
+
+    @classmethod
+    def check(
+        cls,
+        driver: object,
+        *,
+        name: object,
+        min_size: object,
+        max_size: object,
+        acquire_timeout: object,
+        max_waiting: object,
+        max_idle: object,
+        max_lifetime: object,
+        max_uses: object,
+        validate_after_idle: object,
+        connect_timeout: object,
+        ping_timeout: object,
+        reset_timeout: object,
+        close_timeout: object,
+        leak_timeout: object,
+        maintenance_interval: object,
+        backoff_initial: object,
+        backoff_max: object,
+        breaker_threshold: object,
+        clock: Clock | None,
+        close_driver: object,
+    ) -> PoolOptions:
+        """Check every option, raise for the first bad one, and return them typed.
+
+        ``driver`` is not an option, but its contract is checked here, right after the name, so
+        that errors keep the order they have always had.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        check_driver(driver)
+        min_ = check_count("min_size", min_size, minimum=0)
+        max_ = check_count("max_size", max_size, minimum=1)
+        if min_ > max_:
+            raise ValueError(f"min_size ({min_}) must not exceed max_size ({max_})")
+        if clock is not None:
+            check_clock(clock)
+        if not isinstance(close_driver, bool):
+            raise TypeError(f"close_driver must be True or False, got {close_driver!r}")
+        acquire = check_seconds("acquire_timeout", acquire_timeout, allow_none=True)
+        waiting = check_count("max_waiting", max_waiting, minimum=0, allow_none=True)
+        idle = seconds_or_inf("max_idle", max_idle)
+        lifetime = seconds_or_inf("max_lifetime", max_lifetime)
+        uses = check_count("max_uses", max_uses, minimum=1, allow_none=True)
+        validate = seconds_or_inf("validate_after_idle", validate_after_idle, allow_zero=True)
+        connect = check_seconds("connect_timeout", connect_timeout, allow_none=True)
+        ping = check_seconds("ping_timeout", ping_timeout, allow_none=True)
+        reset = check_seconds("reset_timeout", reset_timeout, allow_none=True)
+        close = check_seconds("close_timeout", close_timeout, allow_none=True)
+        leak = check_seconds("leak_timeout", leak_timeout, allow_none=True)
+        interval = check_interval(
+            "maintenance_interval", maintenance_interval, floor=MIN_MAINTENANCE_INTERVAL
+        )
+        backoff_first = check_seconds("backoff_initial", backoff_initial)
+        backoff_cap = check_seconds("backoff_max", backoff_max)
+        if backoff_first > backoff_cap:
+            raise ValueError(
+                f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap})"
+            )
+        threshold = check_count("breaker_threshold", breaker_threshold, minimum=1, allow_none=True)
+        return cls(
+            name=name,
+            min_size=min_,
+            max_size=max_,
+            acquire_timeout=acquire,
+            max_waiting=waiting,
+            max_idle=idle,
+            max_lifetime=lifetime,
+            max_uses=math.inf if uses is None else uses,
+            validate_after_idle=validate,
+            connect_timeout=connect,
+            ping_timeout=ping,
+            reset_timeout=reset,
+            close_timeout=close,
+            leak_timeout=leak,
+            maintenance_interval=interval,
+            backoff_initial=backoff_first,
+            backoff_max=backoff_cap,
+            breaker_threshold=threshold,
+            clock=clock or monotonic,
+            close_driver=close_driver,
+        )
+
+
+def check_driver(driver: object) -> None:
+    """The driver has the methods of the contract (``aiodbpool.Driver``), so that a missing one
+    fails here rather than at the pool's first connect."""
+    for method in ("connect", "close", "ping", "reset", "is_closed"):
+        if not callable(getattr(driver, method, None)):
+            raise TypeError(
+                f"driver {type(driver).__name__} has no {method}() method: a driver needs "
+                "connect, close, ping, reset and is_closed (see aiodbpool.Driver)"
+            )
 
 
 def _is_number(value: object) -> bool:
@@ -16,6 +164,12 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@overload
+def check_count(
+    name: str, value: object, *, minimum: int, allow_none: Literal[False] = False
+) -> int: ...
+@overload
+def check_count(name: str, value: object, *, minimum: int, allow_none: bool) -> int | None: ...
 def check_count(name: str, value: object, *, minimum: int, allow_none: bool = False) -> int | None:
     """An integer option such as ``max_size``: a whole number, at least ``minimum``."""
     if value is None and allow_none:
@@ -27,6 +181,14 @@ def check_count(name: str, value: object, *, minimum: int, allow_none: bool = Fa
     return value
 
 
+@overload
+def check_seconds(
+    name: str, value: object, *, allow_none: Literal[False] = False, allow_zero: bool = False
+) -> float: ...
+@overload
+def check_seconds(
+    name: str, value: object, *, allow_none: bool, allow_zero: bool = False
+) -> float | None: ...
 def check_seconds(
     name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False
 ) -> float | None:
@@ -51,7 +213,6 @@ def check_seconds(
 def check_interval(name: str, value: object, *, floor: float) -> float:
     """A period such as ``maintenance_interval``: a number of seconds, at least ``floor``."""
     seconds = check_seconds(name, value)
-    assert seconds is not None  # (None is not allowed)
     if seconds < floor:
         raise ValueError(
             f"{name} must be at least {floor:g} seconds ({floor * 1000:g} ms), got {value!r}"

@@ -36,9 +36,12 @@ The decide-then-act rule: every change to the books is a synchronous step (no ``
 middle), so no other task can observe a half-made change. Awaits happen between steps, and every
 await point says in a ``# cancel:`` comment what happens if the task is cancelled there.
 
-Two jobs live in modules of their own: when a connect may start while connects fail (the circuit
-breaker, the backoff and the probe: ``_breaker.py``, held as ``Pool._breaker``), and capturing
-and printing where a connection was acquired, for leak reports (``_leaks.py``).
+Three jobs live in modules of their own: when a connect may start while connects fail (the
+circuit breaker, the backoff and the probe: ``_breaker.py``, held as ``Pool._breaker``);
+capturing and printing where a connection was acquired, for leak reports (``_leaks.py``); and
+the background maintenance, its loop and its round (evict, retire, refill, report leaks:
+``_maintenance.py``), which changes the books only through this module's named steps. The
+options are checked once, into one frozen ``PoolOptions`` (``_options.py``).
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, assert_
 
 from . import _options
 from ._breaker import Backoff, Breaker
-from ._calls import begin, call_with_timeout
-from ._clock import Clock, monotonic
-from ._leaks import Stack, capture_stack, format_stack, where_acquired
-from ._maintenance import run_maintenance
+from ._calls import begin, call_with_timeout, describe
+from ._clock import Clock
+from ._leaks import Stack, capture_stack, where_acquired
+from ._maintenance import one_round, run_maintenance
+from ._options import PoolOptions
 from ._waiters import Waiters
 from .driver import Driver, SupportsAclose, SupportsInterrupt, SupportsTransactionStatus
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
@@ -79,10 +83,6 @@ __all__ = ["Pool"]
 C = TypeVar("C")
 
 logger = logging.getLogger("aiodbpool")
-
-MIN_MAINTENANCE_INTERVAL: Final = 0.01
-"""The shortest ``maintenance_interval`` accepted: 10 ms is short enough for tests, while a
-shorter one would keep an idle pool busy on the CPU for nothing."""
 
 LIFETIME_JITTER: Final = 0.1
 """Each connection's lifetime is shortened by a random fraction up to this, so connections opened
@@ -245,67 +245,40 @@ class Pool(Generic[C]):
         clock: Clock | None = None,
         close_driver: bool = False,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        for method in ("connect", "close", "ping", "reset", "is_closed"):
-            if not callable(getattr(driver, method, None)):
-                raise TypeError(
-                    f"driver {type(driver).__name__} has no {method}() method: a driver needs "
-                    "connect, close, ping, reset and is_closed (see aiodbpool.Driver)"
-                )
-        min_ = _options.check_count("min_size", min_size, minimum=0)
-        max_ = _options.check_count("max_size", max_size, minimum=1)
-        assert min_ is not None
-        assert max_ is not None
-        if min_ > max_:
-            raise ValueError(f"min_size ({min_}) must not exceed max_size ({max_})")
-        if clock is not None:
-            _options.check_clock(clock)
-        if not isinstance(close_driver, bool):
-            raise TypeError(f"close_driver must be True or False, got {close_driver!r}")
+        options = PoolOptions.check(
+            driver,
+            name=name,
+            min_size=min_size,
+            max_size=max_size,
+            acquire_timeout=acquire_timeout,
+            max_waiting=max_waiting,
+            max_idle=max_idle,
+            max_lifetime=max_lifetime,
+            max_uses=max_uses,
+            validate_after_idle=validate_after_idle,
+            connect_timeout=connect_timeout,
+            ping_timeout=ping_timeout,
+            reset_timeout=reset_timeout,
+            close_timeout=close_timeout,
+            leak_timeout=leak_timeout,
+            maintenance_interval=maintenance_interval,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            breaker_threshold=breaker_threshold,
+            clock=clock,
+            close_driver=close_driver,
+        )
 
-        # Configuration, fixed for the pool's life.
+        # Configuration, fixed for the pool's life: the checked options, in one frozen object.
+        self._options: Final = options
         self._driver: Final = driver
-        self._name: Final = name
-        self._acquire_timeout = _options.check_seconds(
-            "acquire_timeout", acquire_timeout, allow_none=True
-        )
-        self._max_waiting = _options.check_count(
-            "max_waiting", max_waiting, minimum=0, allow_none=True
-        )
-        self._max_idle = _options.seconds_or_inf("max_idle", max_idle)
-        self._max_lifetime = _options.seconds_or_inf("max_lifetime", max_lifetime)
-        uses = _options.check_count("max_uses", max_uses, minimum=1, allow_none=True)
-        self._max_uses: float = math.inf if uses is None else uses
-        self._validate_after_idle = _options.seconds_or_inf(
-            "validate_after_idle", validate_after_idle, allow_zero=True
-        )
-        self._connect_timeout = _options.check_seconds(
-            "connect_timeout", connect_timeout, allow_none=True
-        )
-        self._ping_timeout = _options.check_seconds("ping_timeout", ping_timeout, allow_none=True)
-        self._reset_timeout = _options.check_seconds(
-            "reset_timeout", reset_timeout, allow_none=True
-        )
-        self._close_timeout = _options.check_seconds(
-            "close_timeout", close_timeout, allow_none=True
-        )
-        self._leak_timeout = _options.check_seconds("leak_timeout", leak_timeout, allow_none=True)
-        self._maintenance_interval: float = _options.check_interval(
-            "maintenance_interval", maintenance_interval, floor=MIN_MAINTENANCE_INTERVAL
-        )
-        backoff_first = _options.check_seconds("backoff_initial", backoff_initial)
-        backoff_cap = _options.check_seconds("backoff_max", backoff_max)
-        assert backoff_first is not None
-        assert backoff_cap is not None
-        if backoff_first > backoff_cap:
-            raise ValueError(
-                f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap})"
-            )
-        threshold = _options.check_count(
-            "breaker_threshold", breaker_threshold, minimum=1, allow_none=True
-        )
-        self._clock: Final[Clock] = clock or monotonic
+        # Copies of options, read as one attribute lookup rather than two: the name, in every
+        # message and log line; the rest, on the fast path of acquire and release.
+        self._name: Final = options.name
+        self._clock: Final = options.clock
+        self._validate_after_idle: Final = options.validate_after_idle
+        self._max_uses: Final = options.max_uses
+        self._leak_timeout: Final = options.leak_timeout
         self._rng = random.Random()
         # Looked up once: optional driver abilities (see aiodbpool.SupportsTerminate).
         self._terminate = getattr(driver, "terminate", None)
@@ -318,7 +291,7 @@ class Pool(Generic[C]):
 
         # Mutable state. Every change goes through the methods below; the invariants are checked
         # by _invariant_errors() in the tests.
-        self._settings = _Settings(min_size=min_, max_size=max_)
+        self._settings = _Settings(min_size=options.min_size, max_size=options.max_size)
         self._state = _State.NEW
         self._idle: deque[_Record[C]] = deque()  # most recently released at the right
         self._in_use: dict[int, _Record[C]] = {}  # keyed by id(conn): drivers' objects need
@@ -333,7 +306,6 @@ class Pool(Generic[C]):
         # by id(conn); for a connection lent as a Lease, the lease itself says "closed".
         self._generation = 0  # bumped by expire(): connects begun before it are retired
         self._shrinking = False  # resize() went below the size: returning connections may close
-        self._close_driver = close_driver
         self._counters = _Counters()
         # Durations per bucket, for stats() and metrics. Acquires on the fast path wait no
         # time and are not recorded one by one: stats() adds them to the first wait bucket.
@@ -342,7 +314,10 @@ class Pool(Generic[C]):
         self._use_time = _Recorder()  # from hand-out to release
         # Connects failed in a row, the circuit breaker they open, the backoff that spaces the
         # background's attempts, and the one probe at a time while connects fail.
-        self._breaker = Breaker(threshold, Backoff(backoff_first, backoff_cap, self._rng))
+        self._breaker = Breaker(
+            options.breaker_threshold,
+            Backoff(options.backoff_initial, options.backoff_max, self._rng),
+        )
         self._tasks: set[asyncio.Task[Any]] = set()  # background connects and closes
         self._maintenance_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None  # pokes the maintenance job
@@ -423,7 +398,9 @@ class Pool(Generic[C]):
         opened.set_result(None)
         # Started after the first connections exist, so it does not open them a second time.
         self._maintenance_task = self._loop.create_task(
-            run_maintenance(weakref.ref(self), self._wakeup, self._maintenance_interval),
+            run_maintenance(
+                weakref.ref(self), one_round, self._wakeup, self._options.maintenance_interval
+            ),
             name=f"aiodbpool[{self._name}] maintenance",
         )
         logger.debug("pool %r opened", self._name)
@@ -473,7 +450,8 @@ class Pool(Generic[C]):
         closed, if close() was called meanwhile (and wake a close() waiting for that)."""
         assert self._closed_event is not None
         try:
-            await self._shut_down(self._close_timeout)  # cancel: it ends what is left by force
+            # cancel: it ends what is left by force
+            await self._shut_down(self._options.close_timeout)
         finally:
             if self._close_requested:
                 self._state = _State.CLOSED
@@ -504,7 +482,7 @@ class Pool(Generic[C]):
         assert self._closed_event is not None
         try:
             await self._shut_down(limit)  # cancel: it ends what is left by force
-            if self._close_driver and isinstance(self._driver, SupportsAclose):
+            if self._options.close_driver and isinstance(self._driver, SupportsAclose):
                 # cancel: the driver's resources may stay open; the pool is closed all the same
                 await self._close_driver_resources()
         finally:
@@ -519,10 +497,10 @@ class Pool(Generic[C]):
         assert isinstance(self._driver, SupportsAclose)
         try:
             # cancel: the driver's aclose() is cancelled; the pool is closed all the same
-            await call_with_timeout(self._driver.aclose(), self._close_timeout)
+            await call_with_timeout(self._driver.aclose(), self._options.close_timeout)
         except Exception as error:
             logger.warning(
-                "pool %r: closing the driver's resources failed: %s", self._name, _describe(error)
+                "pool %r: closing the driver's resources failed: %s", self._name, describe(error)
             )
 
     def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
@@ -549,7 +527,7 @@ class Pool(Generic[C]):
         settings.min_size, settings.max_size = new_min, new_max
         # Connections already closing count in size() but are on their way out: not excess.
         while self._idle and self._size() - self._closing > new_max:
-            self._close_unbooked(self._idle.popleft(), "evicted_lifetime")
+            self._close_oldest_idle("evicted_lifetime")
         # The rest of the excess is in use: whichever connections come back first while the
         # pool is still above the new bound are closed (connects under way are checked by
         # _connect when they finish).
@@ -664,7 +642,7 @@ class Pool(Generic[C]):
         the reset failed, discard it. Never raises: it runs as a task nobody else awaits."""
         try:
             # cancel: none: entering and leaving a timeout never suspend
-            async with asyncio.timeout(self._reset_timeout):
+            async with asyncio.timeout(self._options.reset_timeout):
                 # cancel: only close() cancels this task; the connection is discarded
                 await unfinished
         except BaseException as error:
@@ -683,7 +661,9 @@ class Pool(Generic[C]):
 
     async def _settle_then_reset(self, leftover: Coroutine[Any, Any, None], conn: C) -> None:
         """Finish what a borrower left behind on ``conn``, then reset it."""
-        await leftover  # cancel: release discards the connection
+        # cancel: only reset_timeout or close() cancel this task (the releasing task's own
+        # cancellation does not reach it); the pool discards the connection.
+        await leftover
         await self._driver.reset(conn)  # cancel: the same
 
     def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
@@ -698,11 +678,11 @@ class Pool(Generic[C]):
             return
         if closed:
             logger.info(
-                "pool %r: connection came back closed, discarded: %s", self._name, _describe(error)
+                "pool %r: connection came back closed, discarded: %s", self._name, describe(error)
             )
         else:
             logger.warning(
-                "pool %r: reset failed, connection discarded: %s", self._name, _describe(error)
+                "pool %r: reset failed, connection discarded: %s", self._name, describe(error)
             )
 
     def stats(self) -> PoolStats:
@@ -814,7 +794,7 @@ class Pool(Generic[C]):
         """The slow path: wait in line, validate or connect, all within one deadline."""
         self._check_open()
         self._check_loop()
-        limit = self._acquire_timeout if timeout is None else timeout
+        limit = self._options.acquire_timeout if timeout is None else timeout
         started = self._clock()
         deadline = asyncio.timeout(limit)
         try:
@@ -865,11 +845,12 @@ class Pool(Generic[C]):
             breaker = self._breaker
             if room and breaker.is_open() and not breaker.may_probe_for_waiters(self._clock()):
                 raise self._breaker_error()  # a new connection is needed, and none may open
-            if self._max_waiting is not None and self._queued_beyond_room() >= self._max_waiting:
+            max_waiting = self._options.max_waiting
+            if max_waiting is not None and self._queued_beyond_room() >= max_waiting:
                 self._counters.exhausted += 1
                 raise PoolExhausted(
                     f"pool {self._name!r} already has {len(self._waiters)} acquirers waiting "
-                    f"(max_waiting={self._max_waiting})",
+                    f"(max_waiting={max_waiting})",
                     pool_name=self._name,
                 )
             # Wait in line for whichever comes first: a returned connection, or a new one that
@@ -895,7 +876,7 @@ class Pool(Generic[C]):
         try:
             # cancel: a ping interrupted by the deadline or the caller leaves the connection in
             # an unknown state, so it is discarded like a failed one.
-            await call_with_timeout(self._driver.ping(record.conn), self._ping_timeout)
+            await call_with_timeout(self._driver.ping(record.conn), self._options.ping_timeout)
         except BaseException as error:
             self._counters.validation_failures += 1
             self._unbook_and_close(record, "discarded", hard=True)
@@ -904,7 +885,7 @@ class Pool(Generic[C]):
             logger.info(
                 "pool %r: idle connection failed its ping and was discarded: %s",
                 self._name,
-                _describe(error),
+                describe(error),
             )
             return False
         if self._clock() >= record.retire_at:
@@ -1124,7 +1105,7 @@ class Pool(Generic[C]):
                 "pool %r: the driver's is_closed() raised, so the connection is treated as "
                 "closed: %s",
                 self._name,
-                _describe(error),
+                describe(error),
             )
             return True
 
@@ -1181,7 +1162,7 @@ class Pool(Generic[C]):
         started = self._clock()
         try:
             # cancel: the slot is freed (and the probe, if this is it); nothing is booked
-            conn = await call_with_timeout(self._driver.connect(), self._connect_timeout)
+            conn = await call_with_timeout(self._driver.connect(), self._options.connect_timeout)
             self._refuse_if_in_transaction(conn)
         except BaseException as error:
             if probe:
@@ -1201,7 +1182,7 @@ class Pool(Generic[C]):
             self._breaker.probe_ended()
         self._opening -= 1
         now = self._clock()
-        lifetime = self._max_lifetime * (1.0 - LIFETIME_JITTER * self._rng.random())
+        lifetime = self._options.max_lifetime * (1.0 - LIFETIME_JITTER * self._rng.random())
         record = _Record(conn=conn, created_at=now, retire_at=now + lifetime, released_at=now)
         if generation != self._generation or self._size() >= self._settings.max_size:
             # expire() or a resize() down happened while connecting: use it once at most.
@@ -1215,12 +1196,12 @@ class Pool(Generic[C]):
 
     def _connect_error(self, error: Exception) -> PoolConnectError:
         """The error an acquirer gets for a failed connect, ``error`` chained as its cause."""
-        if isinstance(error, TimeoutError) and self._connect_timeout is not None:
-            reason = f"connect timed out after {self._connect_timeout:g}s"
+        if isinstance(error, TimeoutError) and self._options.connect_timeout is not None:
+            reason = f"connect timed out after {self._options.connect_timeout:g}s"
         elif isinstance(error, _LeftInTransaction):
             reason = str(error)
         else:
-            reason = _describe(error)
+            reason = describe(error)
         failure = PoolConnectError(
             f"pool {self._name!r} could not open a connection: {reason}", pool_name=self._name
         )
@@ -1287,13 +1268,13 @@ class Pool(Generic[C]):
         """Close one connection in the background, terminating it if that fails."""
         try:
             # cancel: the connection is terminated if the driver can; the slot is freed
-            await call_with_timeout(self._driver.close(conn), self._close_timeout)
+            await call_with_timeout(self._driver.close(conn), self._options.close_timeout)
         except BaseException as error:
             if self._terminate is not None:
                 self._terminate_quietly(conn)
             if not isinstance(error, Exception):
                 raise
-            logger.warning("pool %r: closing a connection failed: %s", self._name, _describe(error))
+            logger.warning("pool %r: closing a connection failed: %s", self._name, describe(error))
         finally:
             self._closing -= 1
             self._counters.closed += 1
@@ -1305,7 +1286,7 @@ class Pool(Generic[C]):
             self._terminate(conn)
         except Exception as error:  # a driver bug must not break the pool's bookkeeping
             logger.warning(
-                "pool %r: terminating a connection failed: %s", self._name, _describe(error)
+                "pool %r: terminating a connection failed: %s", self._name, describe(error)
             )
 
     async def _shut_down(self, timeout: float | None) -> None:
@@ -1358,7 +1339,7 @@ class Pool(Generic[C]):
                 remaining.append(self._maintenance_task)
             if remaining:
                 # cancel: close() stops waiting; the tasks, cancelled above, end on their own
-                await asyncio.wait(remaining, timeout=self._close_timeout or 1.0)
+                await asyncio.wait(remaining, timeout=self._options.close_timeout or 1.0)
 
     def _unfinished(self) -> str:
         """What keeps close() waiting, for its log line: ``2 in use, 1 connect, 1 close``."""
@@ -1394,6 +1375,36 @@ class Pool(Generic[C]):
     def _size(self) -> int:
         return len(self._idle) + len(self._in_use) + self._opening + self._closing
 
+    def _is_open(self) -> bool:
+        """Whether the pool is open (not new, closing or closed): the maintenance round runs
+        only then."""
+        return self._state is _State.OPEN
+
+    def _reserve_slot(self) -> None:
+        """Take a slot for a connect about to start (``_opening``); ``_connect`` gives it up
+        when the connect ends, by booking the connection or by failing."""
+        self._opening += 1
+
+    def _oldest_idle(self) -> _Record[C] | None:
+        """The idle connection released longest ago (the next to close for idleness), if any."""
+        return self._idle[0] if self._idle else None
+
+    def _close_oldest_idle(self, reason: _Removal) -> None:
+        """Take the idle connection released longest ago off the books and close it."""
+        self._close_unbooked(self._idle.popleft(), reason)
+
+    def _close_idle_where(self, reason_to_close: Callable[[_Record[C]], _Removal | None]) -> None:
+        """Close every idle connection for which ``reason_to_close`` gives a reason; the others
+        stay idle in their order. (Used by the maintenance round, which decides the reasons.)"""
+        keep: deque[_Record[C]] = deque()
+        for record in self._idle:
+            reason = reason_to_close(record)
+            if reason is None:
+                keep.append(record)
+            else:
+                self._close_unbooked(record, reason)
+        self._idle = keep
+
     # ------------------------------------------------------------------ growing for demand
 
     def _queued_beyond_room(self) -> int:
@@ -1426,7 +1437,7 @@ class Pool(Generic[C]):
                 breaker.claim_probe_for_waiters()
             elif self._opening >= GROWTH_AT_ONCE:
                 return
-            self._opening += 1
+            self._reserve_slot()
             self._spawn(self._grow_one(probe=probe), "connect")
 
     async def _grow_one(self, *, probe: bool) -> None:
@@ -1442,101 +1453,6 @@ class Pool(Generic[C]):
             self._return_to_pool(record, self._clock())
         self._grow()  # the demand may have outgrown the connects still under way
 
-    # ------------------------------------------------------------------ maintenance
-
-    def _maintain(self) -> float | None:
-        """One round of background maintenance; returns seconds until the next round.
-
-        Called by the maintenance job (see ``_maintenance.py``). Decides synchronously which
-        connections to close and how many to open, and starts that work in background tasks.
-        """
-        if self._state is not _State.OPEN:
-            return None
-        now = self._clock()
-        self._evict_idle(now)
-        if self._leak_timeout is not None:
-            self._report_leaks(now)
-        self._refill(now)
-        delay = self._maintenance_interval
-        wait = self._breaker.backoff_left(now)
-        wants_probe = self._size() < self._settings.min_size or self._breaker.is_open()
-        if wait and wants_probe:
-            # Wake up for the next attempt. (Once it is due, _refill has just started it, or one
-            # is under way: its failure wakes the job, so there is no reason to come back early.)
-            delay = min(delay, wait)
-        return delay
-
-    def _evict_idle(self, now: float) -> None:
-        """Drop idle connections the driver knows are closed (after a server restart they would
-        count toward the size until someone acquired them), close those past their lifetime, and
-        those idle too long above min_size. No round trip: ``is_closed`` is local."""
-        keep: deque[_Record[C]] = deque()
-        for record in self._idle:
-            if self._known_closed(record.conn):
-                self._close_unbooked(record, "discarded")
-            elif now >= record.retire_at:
-                self._close_unbooked(record, "evicted_lifetime")
-            else:
-                keep.append(record)
-        self._idle = keep
-        # The least recently used are at the left; never go below min_size for idleness
-        # (connections already closing do not count: they are on their way out).
-        while (
-            self._idle
-            and now - self._idle[0].released_at >= self._max_idle
-            and self._size() - self._closing > self._settings.min_size
-        ):
-            self._close_unbooked(self._idle.popleft(), "evicted_idle")
-
-    def _report_leaks(self, now: float) -> None:
-        assert self._leak_timeout is not None
-        for record in self._in_use.values():
-            stack = record.acquired_stack
-            if (
-                stack is None
-                or record.leak_reported
-                or now - record.acquired_at < self._leak_timeout
-            ):
-                continue
-            record.leak_reported = True
-            logger.warning(
-                "pool %r: a connection has been held for %.1fs (leak_timeout=%gs); it was "
-                "acquired at:\n%s",
-                self._name,
-                now - record.acquired_at,
-                self._leak_timeout,
-                format_stack(stack),
-            )
-
-    def _refill(self, now: float) -> None:
-        """Open connections up to min_size; one probe at a time while the backoff is active.
-
-        While the circuit breaker is open, probe even at or above min_size: the first connect
-        that succeeds closes the breaker.
-        """
-        missing = self._settings.min_size - self._size()
-        if self._breaker.is_open() and self._size() < self._settings.max_size:
-            missing = max(missing, 1)
-        count, probe = self._breaker.claim_refills(missing, now)
-        for _ in range(count):
-            self._opening += 1
-            self._spawn(self._refill_one(probe=probe), "refill")
-
-    async def _refill_one(self, *, probe: bool) -> None:
-        try:
-            # cancel: only close() cancels it; _connect frees the slot
-            record = await self._connect(refill=True, probe=probe)
-        except PoolConnectError as error:
-            logger.warning(
-                "pool %r: background connect failed (%d in a row), next try in %.2fs: %s",
-                self._name,
-                self._breaker.errors_in_a_row,
-                self._breaker.backoff_left(self._clock()),
-                _describe(error.__cause__ or error),
-            )
-            return
-        self._return_to_pool(record, self._clock())
-
     # ------------------------------------------------------------------ the circuit breaker
 
     def _connect_failed(self, error: Exception, *, backs_off: bool) -> None:
@@ -1549,7 +1465,7 @@ class Pool(Generic[C]):
                 "a new connection fail at once until a probe connects: %s",
                 self._name,
                 breaker.errors_in_a_row,
-                _describe(error),
+                describe(error),
             )
         if self._wakeup is not None and breaker.is_open():
             self._wakeup.set()  # the maintenance job schedules the next probe
@@ -1562,7 +1478,7 @@ class Pool(Generic[C]):
         error = PoolConnectError(
             f"pool {self._name!r} is not opening connections: the last "
             f"{breaker.errors_in_a_row} connects failed (circuit breaker open, next probe in "
-            f"{wait:.2f}s)" + (f": {_describe(cause)}" if cause is not None else ""),
+            f"{wait:.2f}s)" + (f": {describe(cause)}" if cause is not None else ""),
             pool_name=self._name,
         )
         error.__cause__ = cause
@@ -1738,9 +1654,3 @@ def _being_cancelled() -> bool:
     future it awaited)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _describe(error: BaseException) -> str:
-    """A one-line description of a driver's exception for logs and messages."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -207,8 +207,9 @@ class Lease(Generic[C]):
         """Wait for the lease's running statements to finish, then undo what they left."""
         settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._all_done = settled
-        # cancel: the release's reset_timeout ran out, or the releasing task was cancelled; the
-        # pool then discards the connection, which ends the statements too.
+        # cancel: the release's reset_timeout ran out, or close() ended the pool's reset task
+        # (the pool runs this in a task of its own, so the releasing task's cancellation never
+        # reaches here); the pool then discards the connection, which ends the statements too.
         await settled
         cleanup = self._left_behind(self._leased)
         if cleanup is not None:

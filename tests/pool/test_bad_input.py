@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from aiodbpool import Pool, PoolClosed, PoolTimeout, create_pool, raw_connection
-from aiodbpool._pool import MIN_MAINTENANCE_INTERVAL
+from aiodbpool._options import MIN_MAINTENANCE_INTERVAL
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
 
 T = TypeVar("T")

@@ -388,14 +388,14 @@ async def test_maintenance_job_ends_when_its_pool_is_gone() -> None:
         def __init__(self) -> None:
             self.rounds = 0
 
-        def _maintain(self) -> float | None:
+        def one_round(self) -> float | None:
             self.rounds += 1
             return 60.0
 
     owners = [Tiny()]
     tiny: weakref.ref[Any] = weakref.ref(owners[0])
     wakeup = asyncio.Event()
-    job = asyncio.create_task(run_maintenance(tiny, wakeup, 1.0))
+    job = asyncio.create_task(run_maintenance(tiny, Tiny.one_round, wakeup, 1.0))
     await wait_until(lambda: owners[0].rounds == 1)
 
     owners.clear()
