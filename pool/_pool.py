@@ -465,13 +465,17 @@ class Pool(Generic[C]):
         New acquires fail with ``PoolClosed`` at once, and so does every acquirer already
         waiting. Idle connections are closed; connections in use are closed as they come back.
         Whatever is still in use after ``timeout`` seconds is terminated. A connection released
-        after that is ignored (it was already closed).
+        after that is ignored (it was already closed). In a child process forked from the one
+        that opened the pool, the connections are the parent's: they are forgotten, not closed.
         """
         limit = _options.check_seconds("timeout", timeout, allow_zero=True)
         if self._state is _State.NEW:
             self._state = _State.CLOSED
             return
-        if self._state is not _State.CLOSED and self._pid == os.getpid():
+        if self._pid != os.getpid():
+            self._forget_inherited()
+            return
+        if self._state is not _State.CLOSED:
             self._check_loop("close")
         self._close_requested = True
         if self._state is not _State.OPEN:
@@ -490,6 +494,20 @@ class Pool(Generic[C]):
             self._breaker.forget_last_error()
             self._closed_event.set()
         logger.debug("pool %r closed", self._name)
+
+    def _forget_inherited(self) -> None:
+        """``close()`` in a forked child: close the child's copy of the pool without a word to
+        the driver.
+
+        Its connections are the parent's (the same sockets, the same sessions): a polite close
+        would end the parent's sessions, so the child only forgets them. Its tasks and futures
+        belong to the parent's event loop, which does not run in the child: nothing here awaits.
+        """
+        self._idle.clear()
+        self._in_use.clear()
+        self._abandoned.clear()
+        self._opening = self._closing = 0
+        self._state = _State.CLOSED
 
     async def _close_driver_resources(self) -> None:
         """``driver.aclose()`` after the last connection closed; a failure is only logged, since

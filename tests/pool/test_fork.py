@@ -53,3 +53,32 @@ async def test_a_forked_child_cannot_use_the_parents_pool() -> None:
         async with pool.acquire() as conn:
             assert conn.id == 1
         assert pool.stats().created == 1
+
+
+def _child_closes(pool: Pool[FakeConnection], report: Connection) -> None:
+    """In the child: close the parent's pool, and report what the driver was asked to close."""
+    asyncio.run(pool.close())
+    driver = pool.driver
+    assert isinstance(driver, FakeDriver)
+    report.send((pool.closed, driver.closed, pool.stats().size))
+
+
+async def test_close_in_a_forked_child_forgets_the_parents_connections() -> None:
+    """A child's ``close()`` (a worker's shutdown) must not end the parent's sessions: the
+    connections are the parent's sockets, and a polite close would say goodbye on them."""
+    async with Pool(FakeDriver(), name="app", min_size=2) as pool:
+        async with pool.acquire():
+            receiving, sending = _fork().Pipe(duplex=False)
+            child = _fork().Process(target=_child_closes, args=(pool, sending))
+            child.start()
+            closed, driver_closes, size = await asyncio.to_thread(receiving.recv)
+            await asyncio.to_thread(child.join, 30)
+
+        assert child.exitcode == 0
+        assert closed  # the child's copy of the pool is closed...
+        assert driver_closes == 0  # ...without a word to the driver about the parent's sockets
+        assert size == 0
+        # The parent's pool is untouched.
+        assert pool.stats().size == 2
+        async with pool.acquire():
+            pass
