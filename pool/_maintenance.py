@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._calls import describe
+from ._connections import connect, spawn
 from ._leaks import format_stack
 from .errors import PoolConnectError
 
@@ -151,15 +152,15 @@ def _refill(pool: Pool[Any], now: float) -> None:
     count, probe = pool._breaker.claim_refills(missing, now)
     for _ in range(count):
         pool._reserve_slot()
-        pool._spawn(_refill_one(pool, probe=probe), "refill")
+        spawn(pool, _refill_one(pool, probe=probe), "refill")
 
 
 async def _refill_one(pool: Pool[Any], *, probe: bool) -> None:
     """One background refill: connect in the slot ``_refill`` reserved, then pool the
     connection; a failure is logged with the delay before the next try."""
     try:
-        # cancel: only close() cancels it; _connect frees the slot
-        record = await pool._connect(refill=True, probe=probe)
+        # cancel: only close() cancels it; connect() frees the slot
+        record = await connect(pool, refill=True, probe=probe)
     except PoolConnectError as error:
         logger.warning(
             "pool %r: background connect failed (%d in a row), next try in %.2fs: %s",

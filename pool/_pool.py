@@ -36,12 +36,14 @@ The decide-then-act rule: every change to the books is a synchronous step (no ``
 middle), so no other task can observe a half-made change. Awaits happen between steps, and every
 await point says in a ``# cancel:`` comment what happens if the task is cancelled there.
 
-Three jobs live in modules of their own: when a connect may start while connects fail (the
+Four jobs live in modules of their own: when a connect may start while connects fail (the
 circuit breaker, the backoff and the probe: ``_breaker.py``, held as ``Pool._breaker``);
-capturing and printing where a connection was acquired, for leak reports (``_leaks.py``); and
-the background maintenance, its loop and its round (evict, retire, refill, report leaks:
-``_maintenance.py``), which changes the books only through this module's named steps. The
-options are checked once, into one frozen ``PoolOptions`` (``_options.py``).
+capturing and printing where a connection was acquired, for leak reports (``_leaks.py``); the
+connections themselves -- connect, close and terminate with their timeouts, the background
+tasks, the adoption of orphaned connects, the forced end of ``close()`` (``_connections.py``);
+and the background maintenance, its loop and its round (evict, retire, refill, report leaks:
+``_maintenance.py``). The last two change the books only through this module's named steps.
+The options are checked once, into one frozen ``PoolOptions`` (``_options.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import gc
-import inspect
 import logging
 import math
 import os
@@ -64,7 +65,7 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, assert_never
 
-from . import _options
+from . import _connections, _options
 from ._breaker import Backoff, Breaker
 from ._calls import begin, call_with_timeout, describe
 from ._clock import Clock
@@ -423,17 +424,17 @@ class Pool(Generic[C]):
     async def _fill_at_open(self, count: int) -> None:
         """Open ``count`` connections at once; on any failure, close them all and re-raise."""
         self._opening += count
-        connects = [self._spawn(self._connect(), "connect") for _ in range(count)]
+        connects = [
+            _connections.spawn(self, _connections.connect(self), "connect") for _ in range(count)
+        ]
         try:
             # Shielded: gather would cancel the connects even before they start, and a connect
-            # that never ran never frees its slot. If open() is cancelled, _cancel stops them
-            # instead, and _connect frees their slots.
-            # cancel: the connects stop; any that opens anyway is closed (_adopt_orphan)
+            # that never ran never frees its slot. If open() is cancelled, cancel() stops them
+            # instead, and connect() frees their slots.
+            # cancel: the connects stop; any that opens anyway is closed (adopt_orphan)
             results = await asyncio.gather(*map(asyncio.shield, connects), return_exceptions=True)
         except BaseException:
-            for task in connects:
-                _cancel(task)
-                task.add_done_callback(self._adopt_orphan)  # in case it opened all the same
+            _connections.abandon_connects(self, connects)
             await self._undo_open()  # cancel: _shut_down ends what is left by force
             raise
         now = self._clock()
@@ -548,7 +549,7 @@ class Pool(Generic[C]):
             self._close_oldest_idle("evicted_lifetime")
         # The rest of the excess is in use: whichever connections come back first while the
         # pool is still above the new bound are closed (connects under way are checked by
-        # _connect when they finish).
+        # connect() when they finish).
         self._shrinking = self._size() - self._closing > new_max
         self._use_free_room()
 
@@ -651,7 +652,7 @@ class Pool(Generic[C]):
         # task is cancelled -- which under anyio, as in FastAPI and Starlette, means every await
         # left in a cancelled scope: awaited directly, the rollback would be cancelled too, and
         # every cancelled borrower's connection thrown away.
-        finishing = self._spawn(self._finish_reset(record, unfinished), "reset")
+        finishing = _connections.spawn(self, self._finish_reset(record, unfinished), "reset")
         # cancel: the releasing task stops waiting; the reset goes on and returns the connection
         await asyncio.shield(finishing)
 
@@ -938,12 +939,6 @@ class Pool(Generic[C]):
         cancelled just after the hand-off)."""
         self._return_to_pool(record, self._clock())
 
-    def _adopt_orphan(self, task: asyncio.Task[_Record[C]]) -> None:
-        """A connect of a cancelled ``open()`` has finished: keep its connection in the pool."""
-        if task.cancelled() or task.exception() is not None:
-            return  # _connect already freed the slot and counted the error
-        self._return_to_pool(task.result(), self._clock())
-
     def _check_loop(self, action: Literal["use", "close"] = "use") -> None:
         """Refuse a call from an event loop other than the pool's, or from a forked child: its
         connections, futures and tasks belong to the loop (and process) that opened it."""
@@ -1164,38 +1159,19 @@ class Pool(Generic[C]):
 
     # ------------------------------------------------------------------ opening and closing
 
-    async def _connect(
-        self, *, refill: bool = False, probe: bool = False, demand: bool = False
-    ) -> _Record[C]:
-        """Open one connection in a slot the caller reserved (``_opening``), booked in use.
+    def _give_up_slot(self, *, probe: bool) -> None:
+        """A connect failed or was cancelled (``_connections.connect``): give its slot back (and
+        the probe, if it was one), counting the error."""
+        if probe:
+            self._breaker.probe_ended()
+        self._opening -= 1
+        self._counters.connect_errors += 1
 
-        The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot,
-        so it is counted in ``size`` at every moment; whoever asked for it then hands it out or
-        returns it to the pool. ``refill``: a background refill, whose failure backs off (see
-        ``Breaker.connect_failed``). ``probe``: the caller claimed the probe (see ``Breaker``).
-        ``demand``: it was opened for the waiting acquirers (``_grow``), so if it fails, the one
-        waiting longest gets the error, as if it had tried the connect itself.
-        """
-        generation = self._generation
-        started = self._clock()
-        try:
-            # cancel: the slot is freed (and the probe, if this is it); nothing is booked
-            conn = await call_with_timeout(self._driver.connect(), self._options.connect_timeout)
-            self._refuse_if_in_transaction(conn)
-        except BaseException as error:
-            if probe:
-                self._breaker.probe_ended()
-            self._opening -= 1
-            self._counters.connect_errors += 1
-            if not isinstance(error, Exception):
-                self._use_free_room()
-                raise
-            self._connect_failed(error, backs_off=refill or probe)
-            failure = self._connect_error(error)
-            if demand:
-                self._waiters.fail_oldest(failure)
-            self._use_free_room()
-            raise failure from error
+    def _book_connected(
+        self, conn: C, generation: int, started: float, *, probe: bool
+    ) -> _Record[C]:
+        """A connect begun at ``started`` in ``generation`` succeeded: its slot becomes its
+        record, booked in use, in one step (and the probe, if it was one, has ended)."""
         if probe:
             self._breaker.probe_ended()
         self._opening -= 1
@@ -1208,44 +1184,11 @@ class Pool(Generic[C]):
         self._in_use[id(conn)] = record
         self._counters.created += 1
         self._create_time.record(now - started)
-        if self._breaker.connect_succeeded():
-            logger.info("pool %r: a connect succeeded; circuit breaker closed", self._name)
         return record
 
-    def _connect_error(self, error: Exception) -> PoolConnectError:
-        """The error an acquirer gets for a failed connect, ``error`` chained as its cause."""
-        if isinstance(error, TimeoutError) and self._options.connect_timeout is not None:
-            reason = f"connect timed out after {self._options.connect_timeout:g}s"
-        elif isinstance(error, _LeftInTransaction):
-            reason = str(error)
-        else:
-            reason = describe(error)
-        failure = PoolConnectError(
-            f"pool {self._name!r} could not open a connection: {reason}", pool_name=self._name
-        )
-        failure.__cause__ = error
-        return failure
-
-    def _refuse_if_in_transaction(self, conn: C) -> None:
-        """Close a new connection that ``connect`` left inside a transaction, and raise.
-
-        Lent as it is, its borrower's writes would land in that transaction and be rolled back
-        at the release. Only a driver with ``transaction_status`` can be checked.
-        """
-        if self._transaction_status is None:
-            return
-        status = self._transaction_status(conn)
-        if status == "idle":
-            return
-        if self._terminate is not None:
-            self._terminate_quietly(conn)
-        else:
-            self._closing += 1
-            self._spawn(self._close(conn), "close")
-        raise _LeftInTransaction(
-            f"the new connection was left inside a transaction ({status}) by the driver's init "
-            "callback (or connect): end it there with COMMIT or ROLLBACK"
-        )
+    def _fail_oldest_waiter(self, error: BaseException) -> None:
+        """A connect opened for the waiters failed: the one waiting longest gets its error."""
+        self._waiters.fail_oldest(error)
 
     def _unbook_and_close(
         self, record: _Record[C], reason: _Removal, *, hard: bool = False
@@ -1276,36 +1219,21 @@ class Pool(Generic[C]):
         counters = self._counters
         counters.count_removal(reason)
         if hard and self._terminate is not None:
-            self._terminate_quietly(record.conn)
+            _connections.terminate_quietly(self, record.conn)
             counters.closed += 1
             return
+        _connections.close_in_background(self, record.conn)
+
+    def _book_close(self) -> None:
+        """A polite close is about to start in the background: it keeps its slot
+        (``_closing``) until it ends (``_close_done``)."""
         self._closing += 1
-        self._spawn(self._close(record.conn), "close")
 
-    async def _close(self, conn: C) -> None:
-        """Close one connection in the background, terminating it if that fails."""
-        try:
-            # cancel: the connection is terminated if the driver can; the slot is freed
-            await call_with_timeout(self._driver.close(conn), self._options.close_timeout)
-        except BaseException as error:
-            if self._terminate is not None:
-                self._terminate_quietly(conn)
-            if not isinstance(error, Exception):
-                raise
-            logger.warning("pool %r: closing a connection failed: %s", self._name, describe(error))
-        finally:
-            self._closing -= 1
-            self._counters.closed += 1
-            self._use_free_room()
-
-    def _terminate_quietly(self, conn: C) -> None:
-        assert self._terminate is not None
-        try:
-            self._terminate(conn)
-        except Exception as error:  # a driver bug must not break the pool's bookkeeping
-            logger.warning(
-                "pool %r: terminating a connection failed: %s", self._name, describe(error)
-            )
+    def _close_done(self) -> None:
+        """A background close ended, whether it closed politely or terminated: free its slot."""
+        self._closing -= 1
+        self._counters.closed += 1
+        self._use_free_room()
 
     async def _shut_down(self, timeout: float | None) -> None:
         """Close every connection: politely within ``timeout``, then by force."""
@@ -1338,26 +1266,22 @@ class Pool(Generic[C]):
                 self._unfinished(),
             )
         finally:
-            # Whatever remains (after the timeout, or if close itself was cancelled) goes now:
-            # connects and closes that overran are cancelled (a cancelled close terminates its
-            # connection), then connections still held by callers are terminated. A caller that
-            # releases one later is told nothing: it was already closed.
-            for task in self._tasks:
-                _cancel(task)
-            for key, record in list(self._in_use.items()):
-                del self._in_use[key]
-                holder = self._unlend(record)
-                if isinstance(holder, Lease):
-                    holder._end("closed")  # its release, if it comes, is ignored
-                else:
-                    self._abandoned[key] = record
-                self._close_unbooked(record, "closed", hard=True)
-            remaining = [task for task in self._tasks if not task.done()]
-            if self._maintenance_task is not None:
-                remaining.append(self._maintenance_task)
-            if remaining:
-                # cancel: close() stops waiting; the tasks, cancelled above, end on their own
-                await asyncio.wait(remaining, timeout=self._options.close_timeout or 1.0)
+            # Whatever remains (after the timeout, or if close itself was cancelled) goes now.
+            # cancel: close() stops waiting; the tasks, cancelled there, end on their own
+            await _connections.end_by_force(self)
+
+    def _abandon_in_use(self) -> None:
+        """Take every connection still in use off the books and terminate it (the forced end
+        of ``close()``): a lease says "closed" from now on; a connection lent without one is
+        remembered in ``_abandoned``, so that its late release is ignored."""
+        for key, record in list(self._in_use.items()):
+            del self._in_use[key]
+            holder = self._unlend(record)
+            if isinstance(holder, Lease):
+                holder._end("closed")  # its release, if it comes, is ignored
+            else:
+                self._abandoned[key] = record
+            self._close_unbooked(record, "closed", hard=True)
 
     def _unfinished(self) -> str:
         """What keeps close() waiting, for its log line: ``2 in use, 1 connect, 1 close``."""
@@ -1367,15 +1291,6 @@ class Pool(Generic[C]):
             (self._closing, "close", "closes"),
         )
         return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], purpose: str) -> asyncio.Task[Any]:
-        """Start a background task that the pool keeps track of until it ends."""
-        task = asyncio.get_running_loop().create_task(
-            coro, name=f"aiodbpool[{self._name}] {purpose}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _use_free_room(self) -> None:
         """Let room the pool may have now be used: after it lost a connection or a slot, or its
@@ -1399,8 +1314,8 @@ class Pool(Generic[C]):
         return self._state is _State.OPEN
 
     def _reserve_slot(self) -> None:
-        """Take a slot for a connect about to start (``_opening``); ``_connect`` gives it up
-        when the connect ends, by booking the connection or by failing."""
+        """Take a slot for a connect about to start (``_opening``); ``_connections.connect``
+        gives it up when the connect ends, by booking the connection or by failing."""
         self._opening += 1
 
     def _oldest_idle(self) -> _Record[C] | None:
@@ -1456,13 +1371,13 @@ class Pool(Generic[C]):
             elif self._opening >= GROWTH_AT_ONCE:
                 return
             self._reserve_slot()
-            self._spawn(self._grow_one(probe=probe), "connect")
+            _connections.spawn(self, self._grow_one(probe=probe), "connect")
 
     async def _grow_one(self, *, probe: bool) -> None:
         """One connect of ``_grow``: its connection goes to the oldest waiter, or joins the pool."""
         try:
-            # cancel: only close() cancels it; _connect frees the slot
-            record = await self._connect(probe=probe, demand=True)
+            # cancel: only close() cancels it; connect() frees the slot
+            record = await _connections.connect(self, probe=probe, demand=True)
         except PoolConnectError:
             return  # the oldest waiter got the error (and the log is the acquirer's to write)
         # Straight to the oldest waiter, as it is: new, so not to be checked again, and to be
@@ -1614,10 +1529,6 @@ class _Acquire(Generic[C]):
         return self._pool.release(self._conn)
 
 
-class _LeftInTransaction(Exception):
-    """A new connection was inside a transaction; the connect fails with this as its cause."""
-
-
 def _lease_class_of(driver: object) -> type[Lease[Any]] | None:
     """The driver's ``lease_class`` (see ``aiodbpool.SupportsLease``), checked; None without."""
     lease_class = getattr(driver, "lease_class", None)
@@ -1651,20 +1562,6 @@ def _deref(handle: object) -> object:
 def _never() -> bool:
     """The loop check of a pool not opened yet: no loop of its own runs."""
     return False
-
-
-def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancel one of the pool's background tasks so that its own clean-up runs.
-
-    A task cancelled before its first step never runs its coroutine at all, not even a
-    ``finally``: a connect would keep its slot, a close would leave its connection open. Such a
-    task is cancelled one loop iteration later instead, once it has started.
-    """
-    coro = task.get_coro()
-    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-        task.get_loop().call_soon(task.cancel)
-    else:
-        task.cancel()
 
 
 def _being_cancelled() -> bool:
