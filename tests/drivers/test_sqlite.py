@@ -346,21 +346,6 @@ async def test_a_failing_init_fails_the_connect_and_leaves_no_thread(db_url: str
     # (The fixture checks that the connection's thread ended.)
 
 
-async def test_a_cancelled_init_leaves_no_thread(tmp_path: Path) -> None:
-    started = asyncio.Event()
-
-    async def init(conn: aiosqlite.Connection) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    driver = SQLiteDriver(tmp_path / "app.db", init=init)
-    connecting = asyncio.ensure_future(driver.connect())
-    await started.wait()
-    connecting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await connecting
-
-
 async def test_connections_opened_together_on_a_new_file_all_switch_it_to_wal(
     tmp_path: Path,
 ) -> None:

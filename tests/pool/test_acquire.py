@@ -404,14 +404,6 @@ async def test_connect_outliving_a_timed_out_acquire_joins_the_pool() -> None:
         check_books(pool)
 
 
-async def test_acquire_rejects_a_negative_or_nan_timeout() -> None:
-    async with Pool(FakeDriver()) as pool:
-        with pytest.raises(ValueError, match="timeout"):
-            pool.acquire(timeout=-1)
-        with pytest.raises(ValueError, match="timeout"):
-            pool.acquire(timeout=float("nan"))
-
-
 async def test_acquire_with_zero_timeout_still_takes_an_idle_connection() -> None:
     async with Pool(FakeDriver(), clock=FakeClock()) as pool:
         conn = await pool.acquire()

@@ -368,12 +368,6 @@ async def test_close_timeout_cuts_short_a_slow_polite_close_and_terminates(
     assert "close() waited 0.05s; ending what is left: 1 close" in caplog.text
 
 
-async def test_close_rejects_a_bad_timeout() -> None:
-    async with Pool(FakeDriver()) as pool:
-        with pytest.raises(ValueError, match="timeout"):
-            await pool.close(timeout=-1)
-
-
 async def test_close_while_an_acquirer_connects_waits_for_the_connect_then_closes_it() -> None:
     driver = FakeDriver(connect_latency=0.05)
     pool = Pool(driver)
