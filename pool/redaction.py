@@ -107,7 +107,7 @@ def url_secrets(url: str) -> list[str]:
     if at:
         password = userinfo.partition(":")[2]
         found += [password, unquote(password)]
-    for value_start, _ in _secret_parameter_values(url):
+    for value_start in _secret_parameter_starts(url):
         # The value as a query parser reads it, and, in case an unencoded "&" cut the password
         # short (its rest, read as another parameter, may reach the server and come back in an
         # error), the whole rest of the URL.
@@ -123,9 +123,9 @@ def _split_authority(rest: str) -> tuple[str, str]:
     return rest[:end], rest[end:]
 
 
-def _secret_parameter_values(url: str) -> Iterator[tuple[int, int]]:
-    """Where the value of each ``password=`` or ``sslpassword=`` parameter lies in ``url``,
-    taken to run to the end of the URL.
+def _secret_parameter_starts(url: str) -> Iterator[int]:
+    """Where the value of each ``password=`` or ``sslpassword=`` parameter starts in ``url``;
+    each is taken to run to the end of the URL.
 
     Where it really ends cannot be known: an unencoded ``&`` in a password makes its rest look
     like the next parameter (``password=ab&cd=ef``), and an unencoded ``#`` like a fragment.
@@ -133,7 +133,7 @@ def _secret_parameter_values(url: str) -> Iterator[tuple[int, int]]:
     """
     for match in re.finditer(r"[?&]([^&=#]*)=", url):
         if unquote_plus(match.group(1)).lower() in SECRET_PARAMETERS:
-            yield match.end(), len(url)
+            yield match.end()
 
 
 # ------------------------------------------------------------------ redaction
@@ -148,7 +148,7 @@ def redact_url(url: str) -> str:
     value of a ``password`` or ``sslpassword`` query parameter goes too, with the rest of the
     URL after it, where more of the password may hide: ``postgresql://db/app?password=***``.
     """
-    spans = list(_secret_parameter_values(url))
+    spans = [(value_start, len(url)) for value_start in _secret_parameter_starts(url)]
     start = url.find("://")
     start = start + 3 if start >= 0 else 0
     last_at = url.rfind("@")
@@ -212,9 +212,6 @@ class Secrets:
     def remember(self, secret: str) -> None:
         """Keep ``secret`` until ``REMEMBERED`` newer ones have been remembered."""
         self._remembered.append(_forms(secret))
-
-    def __bool__(self) -> bool:
-        return bool(self._runs or self._whole or self._remembered)
 
     def __repr__(self) -> str:
         return f"<Secrets: {len(self._runs) + len(self._whole)} runs hidden>"
