@@ -3,10 +3,10 @@ its timeout; the tasks that run them; the adoption of connects orphaned by a can
 ``open()``; and the forced end of ``close()``.
 
 Everything here is I/O or task handling. It reads the pool's books, but changes them only
-through the pool's named steps (``Pool._give_up_slot`` and ``Pool._book_connected`` for a
+through named steps: the books' own (``Books.fail_oldest_waiter``) and the pool's, which also
+count and tell the circuit breaker (``Pool._give_up_slot`` and ``Pool._book_connected`` for a
 connect, ``Pool._book_close`` and ``Pool._close_done`` for a polite close,
-``Pool._return_to_pool``, ``Pool._abandon_in_use``), so the list of every way the books move
-stays in ``_pool.py``.
+``Pool._return_to_pool``, ``Pool._abandon_in_use``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ._calls import call_with_timeout, describe
 from .errors import PoolConnectError
 
 if TYPE_CHECKING:
-    from ._pool import Pool, _Record
+    from ._books import Record
+    from ._pool import Pool
 
 __all__ = [
     "abandon_connects",
@@ -46,17 +47,17 @@ logger = logging.getLogger("aiodbpool")
 
 async def connect(
     pool: Pool[C], *, refill: bool = False, probe: bool = False, demand: bool = False
-) -> _Record[C]:
-    """Open one connection in a slot the caller reserved (``_opening``), booked in use.
+) -> Record[C]:
+    """Open one connection in a slot the caller reserved (``Books.reserve_slots``), booked in use.
 
-    The new record goes into ``_in_use`` in the same step that frees its ``_opening`` slot
+    The new record is booked in use in the same step that frees its slot
     (``Pool._book_connected``), so it is counted in ``size`` at every moment; whoever asked for
     it then hands it out or returns it to the pool. ``refill``: a background refill, whose
     failure backs off (see ``Breaker.connect_failed``). ``probe``: the caller claimed the probe
     (see ``Breaker``). ``demand``: it was opened for the waiting acquirers (``Pool._grow``), so
     if it fails, the one waiting longest gets the error, as if it had tried the connect itself.
     """
-    generation = pool._generation
+    generation = pool._books.generation
     started = pool._clock()
     try:
         # cancel: the slot is freed (and the probe, if this is it); nothing is booked
@@ -70,7 +71,7 @@ async def connect(
         pool._connect_failed(error, backs_off=refill or probe)
         failure = _connect_error(pool, error)
         if demand:
-            pool._fail_oldest_waiter(failure)
+            pool._books.fail_oldest_waiter(failure)
         pool._use_free_room()
         raise failure from error
     record = pool._book_connected(conn, generation, started, probe=probe)
@@ -119,14 +120,14 @@ class _LeftInTransaction(Exception):
     """A new connection was inside a transaction; the connect fails with this as its cause."""
 
 
-def abandon_connects(pool: Pool[C], connects: list[asyncio.Task[_Record[C]]]) -> None:
+def abandon_connects(pool: Pool[C], connects: list[asyncio.Task[Record[C]]]) -> None:
     """Stop the connects of a cancelled ``open()``; any that opens all the same is adopted."""
     for task in connects:
         cancel(task)
         task.add_done_callback(partial(adopt_orphan, pool))  # in case it opened all the same
 
 
-def adopt_orphan(pool: Pool[C], task: asyncio.Task[_Record[C]]) -> None:
+def adopt_orphan(pool: Pool[C], task: asyncio.Task[Record[C]]) -> None:
     """A connect of a cancelled ``open()`` has finished: keep its connection in the pool."""
     if task.cancelled() or task.exception() is not None:
         return  # connect() already freed the slot and counted the error

@@ -8,9 +8,9 @@ still be garbage-collected, and its job then ends by itself at the next wake-up.
 
 A round is synchronous, like every change of the books: it decides what to close and how many
 connections to open, and starts that work in the pool's background tasks. It reads the pool's
-books, but changes them only through the pool's named steps (``Pool._close_idle_where``,
-``Pool._close_oldest_idle``, ``Pool._reserve_slot``, ``Pool._return_to_pool``), so the list of
-every way the books move stays in ``_pool.py``.
+books, but changes them only through named steps: the books' own (``Books.reserve_slots``) and
+the pool's, which also close and count (``Pool._close_idle``, ``Pool._close_oldest_idle``,
+``Pool._return_to_pool``).
 
 While the database refuses connections, the round's refills are spaced out by the backoff of
 ``_breaker.py``, so a pool does not hammer a database that is restarting.
@@ -30,7 +30,8 @@ from ._leaks import format_stack
 from .errors import PoolConnectError
 
 if TYPE_CHECKING:
-    from ._pool import Pool, _Record, _Removal
+    from ._books import Record, Removal
+    from ._pool import Pool
 
 __all__ = ["one_round", "run_maintenance"]
 
@@ -91,7 +92,8 @@ def one_round(pool: Pool[Any]) -> float | None:
     delay = pool._options.maintenance_interval
     breaker = pool._breaker
     wait = breaker.backoff_left(now)
-    wants_probe = pool._size() < pool._settings.min_size or breaker.is_open()
+    books = pool._books
+    wants_probe = books.size() < books.min_size or breaker.is_open()
     if wait and wants_probe:
         # Wake up for the next attempt. (Once it is due, _refill has just started it, or one
         # is under way: its failure wakes the job, so there is no reason to come back early.)
@@ -104,20 +106,23 @@ def _evict_idle(pool: Pool[Any], now: float) -> None:
     count toward the size until someone acquired them), close those past their lifetime, and
     those idle too long above min_size. No round trip: ``is_closed`` is local."""
 
-    def reason_to_close(record: _Record[Any]) -> _Removal | None:
+    def reason_to_close(record: Record[Any]) -> Removal | None:
         if pool._known_closed(record.conn):
             return "discarded"
         if now >= record.retire_at:
             return "evicted_lifetime"
         return None
 
-    pool._close_idle_where(reason_to_close)
+    books = pool._books
+    pool._close_idle(
+        [(record, reason) for record in books.idle if (reason := reason_to_close(record))]
+    )
     # The least recently used are at the left; never go below min_size for idleness
     # (connections already closing do not count: they are on their way out).
     while (
-        (oldest := pool._oldest_idle()) is not None
-        and now - oldest.released_at >= pool._options.max_idle
-        and pool._size() - pool._closing > pool._settings.min_size
+        books.idle
+        and now - books.idle[0].released_at >= pool._options.max_idle
+        and books.size() - books.closing > books.min_size
     ):
         pool._close_oldest_idle("evicted_idle")
 
@@ -125,7 +130,7 @@ def _evict_idle(pool: Pool[Any], now: float) -> None:
 def _report_leaks(pool: Pool[Any], now: float, leak_timeout: float) -> None:
     """Log, once per lend, each connection held longer than ``leak_timeout``, with the stack
     that acquired it. (The mark it leaves is a note on the record, not a change of the books.)"""
-    for record in pool._in_use.values():
+    for record in pool._books.in_use.values():
         stack = record.acquired_stack
         if stack is None or record.leak_reported or now - record.acquired_at < leak_timeout:
             continue
@@ -146,12 +151,13 @@ def _refill(pool: Pool[Any], now: float) -> None:
     While the circuit breaker is open, probe even at or above min_size: the first connect
     that succeeds closes the breaker.
     """
-    missing = pool._settings.min_size - pool._size()
-    if pool._breaker.is_open() and pool._size() < pool._settings.max_size:
+    books = pool._books
+    missing = books.min_size - books.size()
+    if pool._breaker.is_open() and books.has_room():
         missing = max(missing, 1)
     count, probe = pool._breaker.claim_refills(missing, now)
     for _ in range(count):
-        pool._reserve_slot()
+        books.reserve_slots()
         spawn(pool, _refill_one(pool, probe=probe), "refill")
 
 

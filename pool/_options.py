@@ -21,6 +21,7 @@ __all__ = [
     "check_clock",
     "check_count",
     "check_interval",
+    "check_sizes",
     "check_seconds",
     "seconds_or_inf",
 ]
@@ -35,9 +36,10 @@ class PoolOptions:
     """Pool's keyword arguments, checked (see ``Pool`` for what each one means).
 
     Frozen: nothing changes them while the pool runs. ``min_size`` and ``max_size`` are the
-    sizes the pool was built with; ``resize()`` changes the pool's live sizes (``_Settings``),
-    not these. Built only by ``check``, which tests every value in the order of ``Pool``'s
-    signature, so that of several bad values the first is reported.
+    sizes the pool was built with; ``resize()`` changes the pool's live sizes, which the books
+    keep (``Books.min_size`` and ``max_size``), not these. Built only by ``check``, which tests
+    every value in the order of ``Pool``'s signature, so that of several bad values the first
+    is reported.
     """
 
     name: str
@@ -97,8 +99,7 @@ class PoolOptions:
         check_driver(driver)
         min_ = check_count("min_size", min_size, minimum=0)
         max_ = check_count("max_size", max_size, minimum=1)
-        if min_ > max_:
-            raise ValueError(f"min_size ({min_}) must not exceed max_size ({max_})")
+        check_sizes(min_, max_)
         if clock is not None:
             check_clock(clock)
         if not isinstance(close_driver, bool):
@@ -179,6 +180,15 @@ def check_count(name: str, value: object, *, minimum: int, allow_none: bool = Fa
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def check_sizes(min_size: int, max_size: int) -> None:
+    """Refuse a ``min_size`` above ``max_size`` (for the constructor and ``resize``)."""
+    if min_size > max_size:
+        raise ValueError(
+            f"min_size ({min_size}) must not exceed max_size ({max_size}): lower min_size or "
+            "raise max_size"
+        )
 
 
 @overload

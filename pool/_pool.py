@@ -1,49 +1,36 @@
-"""The pool: the only place where the pool's state changes.
+"""The pool: its public API, and the acquire and release paths that make it a pool.
 
 How to read this module
 -----------------------
-Every connection the pool knows about is wrapped in a ``_Record`` and lives in exactly one of
-these places (the *books*):
+Start with ``_books.py``: every connection the pool knows of is a ``Record`` filed in the
+*books* (``Pool._books``) -- idle, in use (and lent, by the handle its borrower holds), or a slot
+counted as opening or closing -- and the acquirers waiting for one stand in line there. The
+books' size *is* the semaphore: a slot is reserved before a connect starts and given back when
+the connection is closed. Each change of the books is a named synchronous step of ``Books``.
 
-* ``_idle``      open, clean, waiting to be handed out (a stack: the last released is reused first);
-* ``_in_use``    handed out to a caller, or being validated, reset, or handed to a waiter;
-                 the ones a caller holds now are also in ``_lent``, by the handle it holds;
-* ``_opening``   a count of connections being opened (each one holds a slot before it exists);
-* ``_closing``   a count of connections being closed in the background.
-
-``size`` is the sum of the four and never exceeds ``max_size``: that sum *is* the semaphore. A
-slot is taken by ``_opening += 1`` before a connect starts and given back when the connection is
-closed, so "how many may exist" needs no separate lock or counter.
-
-Acquirers that find no idle connection queue in ``_waiters`` (strict FIFO). When a connection
-becomes available -- a returned one, or a new one -- it is *offered* to the oldest waiter. New
-connections are opened in the background for the demand that connections already under way will
-not meet, a few at a time (``_grow``): an acquirer does not wait for "its own" connect, so a
-burst served by returning connections opens few new ones. Because releases serve waiters before
-parking a connection in ``_idle``, a non-empty ``_idle`` means nobody waits -- which is what lets
-the fast path skip the queue safely.
-
-Every lend is a *lease* (see ``lease.py``): with a driver that supports them, the caller gets a
-fresh ``Lease`` object standing in for the connection, and ``_lent`` knows the lease, not the
-connection. A release through a handle that is not the current lease changes nothing.
+This module is the one that awaits. Acquire then release read from top to bottom below, from
+``_Acquire`` (what ``pool.acquire()`` returns) to ``_grow`` (new connections for the line):
+each step is an await -- a ping, a reset, a wait in line -- plus one named change of the books,
+so no other task can observe a half-made change. Every await says in a ``# cancel:`` comment
+what a cancellation there leaves behind. Then come open, close, resize, expire, detach, stats
+and repr; then the steps the other modules call, and the checks.
 
 The fast path (``Pool._take_idle``, and a release whose ``reset`` does no I/O) runs without
-suspending, without creating tasks and without locks; its one allocation is the lease.
-Everything that waits -- connecting, pinging, resetting a dirty connection, waiting in line -- is
-the slow path.
+suspending, without creating tasks and without locks; its one allocation is the lease (see
+``lease.py``): with a driver that supports them, the caller gets a fresh ``Lease`` standing in
+for the connection, and the books know the lease, not the connection, so a release through a
+handle that is not the current lease changes nothing. Everything that waits -- connecting,
+pinging, resetting a dirty connection, waiting in line -- is the slow path.
 
-The decide-then-act rule: every change to the books is a synchronous step (no ``await`` in the
-middle), so no other task can observe a half-made change. Awaits happen between steps, and every
-await point says in a ``# cancel:`` comment what happens if the task is cancelled there.
-
-Four jobs live in modules of their own: when a connect may start while connects fail (the
-circuit breaker, the backoff and the probe: ``_breaker.py``, held as ``Pool._breaker``);
-capturing and printing where a connection was acquired, for leak reports (``_leaks.py``); the
-connections themselves -- connect, close and terminate with their timeouts, the background
-tasks, the adoption of orphaned connects, the forced end of ``close()`` (``_connections.py``);
-and the background maintenance, its loop and its round (evict, retire, refill, report leaks:
-``_maintenance.py``). The last two change the books only through this module's named steps.
-The options are checked once, into one frozen ``PoolOptions`` (``_options.py``).
+Five jobs live in modules of their own: the books (``_books.py``); when a connect may start
+while connects fail (the circuit breaker, the backoff and the probe: ``_breaker.py``, held as
+``Pool._breaker``); capturing and printing where a connection was acquired, for leak reports
+(``_leaks.py``); the connections themselves -- connect, close and terminate with their timeouts,
+the background tasks, the adoption of orphaned connects, the forced end of ``close()``
+(``_connections.py``); and the background maintenance, its loop and its round (evict, retire,
+refill, report leaks: ``_maintenance.py``). The options are checked once, into one frozen
+``PoolOptions`` (``_options.py``). docs/how-it-works.md draws the states and lists the order in
+which to read all of them.
 """
 
 from __future__ import annotations
@@ -52,32 +39,29 @@ import asyncio
 import enum
 import gc
 import logging
-import math
 import os
 import random
 import warnings
 import weakref
 from _thread import get_ident
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 from . import _connections, _options
+from ._books import GROWTH_AT_ONCE, Books, Record, Removal
 from ._breaker import Backoff, Breaker
 from ._calls import begin, call_with_timeout, describe
 from ._clock import Clock
-from ._leaks import Stack, capture_stack, where_acquired
+from ._leaks import capture_stack, where_acquired
 from ._maintenance import one_round, run_maintenance
 from ._options import PoolOptions
-from ._waiters import Waiters
 from .driver import Driver, SupportsAclose, SupportsInterrupt, SupportsTransactionStatus
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
 from .histogram import _Recorder
 from .lease import Lease
-from .stats import PoolStats
+from .stats import Counters, PoolStats
 
 __all__ = ["Pool"]
 
@@ -89,91 +73,71 @@ LIFETIME_JITTER: Final = 0.1
 """Each connection's lifetime is shortened by a random fraction up to this, so connections opened
 together do not all retire (and reconnect) at the same moment."""
 
+_POOL_FRAMES_ON_ACQUIRE: Final = 3
+"""The pool's own frames between ``_hand_out``'s capture of the acquiring stack (for
+``leak_timeout``) and the code that acquired: ``_hand_out``, ``_take_idle`` or
+``_acquire_slowly``, and ``_Acquire.__await__``. Leak reports leave them out."""
+
 
 class _State(enum.Enum):
+    """The pool's own life: new -> open -> closing -> closed (docs/how-it-works.md draws it)."""
+
     NEW = "new"  # constructed, not opened yet
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
 
 
-@dataclass(slots=True, eq=False)
-class _Record(Generic[C]):
-    """The pool's notes about one connection."""
+class _Acquire(Generic[C]):
+    """What ``pool.acquire()`` returns: awaitable, and an async context manager.
 
-    conn: C
-    created_at: float
-    retire_at: float  # when max_lifetime (with jitter) is reached; -inf: retire on return
-    released_at: float  # when it last became available (or was opened)
-    acquired_at: float = 0.0
-    uses: int = 0
-    # What its borrower holds while it is lent: a weak reference to its Lease (so that a lease
-    # its holder drops without a release can be collected, and the slot reclaimed), or the
-    # connection itself for a driver without leases. None from its release until the next lend.
-    handle: object = None
-    # Where it was acquired, innermost call first (leak_timeout): code objects and line numbers.
-    acquired_stack: Stack | None = None
-    leak_reported: bool = False
+    ``await pool.acquire()`` runs ``__await__``. ``async with pool.acquire() as conn`` awaits
+    the object returned by ``__aenter__`` -- this same object -- and releases on exit. When an
+    idle connection is ready, ``__await__`` returns it without ever suspending: no task, no
+    future, no lock (``Pool._take_idle``); otherwise it waits (``Pool._acquire_slowly``).
+    """
 
+    __slots__ = ("_awaited", "_conn", "_pool", "_timeout")
 
-_POOL_FRAMES_ON_ACQUIRE: Final = 3
-"""The pool's own frames between ``_hand_out``'s capture of the acquiring stack (for
-``leak_timeout``) and the code that acquired: ``_hand_out``, ``_take_idle`` or
-``_acquire_slowly``, and ``_Acquire.__await__``. Leak reports leave them out."""
+    def __init__(self, pool: Pool[C], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        # One object, one connection: entered twice, the first exit would release the
+        # connection the second user still holds (and the pool lend it to a third).
+        self._awaited = False
 
-GROWTH_AT_ONCE: Final = 2
-"""At most this many connects run at once for waiting acquirers (see ``Pool._grow``)."""
+    def __await__(self) -> Generator[Any, None, C]:
+        if self._awaited:
+            raise RuntimeError(
+                "this pool.acquire() was already awaited or entered: call pool.acquire() "
+                "once for each connection"
+            )
+        self._awaited = True
+        conn = self._pool._take_idle()
+        if conn is None:
+            conn = yield from self._pool._acquire_slowly(self._timeout).__await__()
+        self._conn = conn
+        return conn
 
+    if TYPE_CHECKING:
+        # What type checkers see: the async context manager protocol as typeshed spells it, so
+        # pool.acquire() fits AbstractAsyncContextManager[C] (AsyncExitStack, helpers typed
+        # with it). At run time __aenter__ returns this object, whose await gives the same C
+        # without creating a coroutine on the fast path.
+        async def __aenter__(self) -> C: ...
 
-_Removal = Literal["closed", "discarded", "evicted_idle", "evicted_lifetime", "reclaimed"]
-"""Why the pool lets a connection go. Each reason but ``"closed"`` (the pool is closing) has its
-counter of the same name in ``PoolStats``: see ``_Counters.count_removal``."""
+    else:
 
+        def __aenter__(self):
+            return self
 
-@dataclass(slots=True)
-class _Counters:
-    """The running counters behind ``PoolStats``; only the pool changes them."""
-
-    acquired: int = 0
-    waited: int = 0
-    timeouts: int = 0
-    exhausted: int = 0
-    created: int = 0
-    closed: int = 0
-    connect_errors: int = 0
-    validation_failures: int = 0
-    discarded: int = 0
-    evicted_idle: int = 0
-    evicted_lifetime: int = 0
-    wait_time_total: float = 0.0
-    wait_time_max: float = 0.0
-    stale_releases: int = 0
-    stale_uses: int = 0
-    reclaimed: int = 0
-
-    def count_removal(self, reason: _Removal) -> None:
-        """Count a connection the pool lets go under its reason's counter."""
-        match reason:
-            case "discarded":
-                self.discarded += 1
-            case "evicted_idle":
-                self.evicted_idle += 1
-            case "evicted_lifetime":
-                self.evicted_lifetime += 1
-            case "reclaimed":
-                self.reclaimed += 1
-            case "closed":
-                pass  # the pool is closing: counted in ``closed`` once the close is done
-            case _:
-                assert_never(reason)
-
-
-@dataclass(slots=True)
-class _Settings:
-    """The options that may change while the pool runs (see ``Pool.resize``)."""
-
-    min_size: int
-    max_size: int
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Coroutine[Any, Any, None]:
+        return self._pool.release(self._conn)
 
 
 class Pool(Generic[C]):
@@ -290,24 +254,11 @@ class Pool(Generic[C]):
             driver.transaction_status if isinstance(driver, SupportsTransactionStatus) else None
         )
 
-        # Mutable state. Every change goes through the methods below; the invariants are checked
-        # by _invariant_errors() in the tests.
-        self._settings = _Settings(min_size=options.min_size, max_size=options.max_size)
+        # Mutable state. The books -- every connection, every slot, every waiter -- change only
+        # through their own named steps (_books.py); the rest through the methods below.
+        self._books: Final[Books[C]] = Books(options.min_size, options.max_size)
         self._state = _State.NEW
-        self._idle: deque[_Record[C]] = deque()  # most recently released at the right
-        self._in_use: dict[int, _Record[C]] = {}  # keyed by id(conn): drivers' objects need
-        # not be hashable, and the record keeps the object alive, so the id cannot be reused.
-        self._lent: dict[int, _Record[C]] = {}  # the records callers hold, by id() of what the
-        # caller holds: a lease is held weakly, but its entry goes when it is collected (see
-        # _lease_collected), so no other live object can have that id.
-        self._opening = 0  # connects under way; each holds a slot
-        self._closing = 0  # closes under way in the background; each still holds a slot
-        self._waiters: Waiters[_Record[C]] = Waiters()
-        self._abandoned: dict[int, _Record[C]] = {}  # force-closed by close() while still held,
-        # by id(conn); for a connection lent as a Lease, the lease itself says "closed".
-        self._generation = 0  # bumped by expire(): connects begun before it are retired
-        self._shrinking = False  # resize() went below the size: returning connections may close
-        self._counters = _Counters()
+        self._counters = Counters()
         # Durations per bucket, for stats() and metrics. Acquires on the fast path wait no
         # time and are not recorded one by one: stats() adds them to the first wait bucket.
         self._create_time = _Recorder()  # successful connects
@@ -341,7 +292,388 @@ class Pool(Generic[C]):
         self._on_lease_collected = _lease_collector(weakref.ref(self))
         _POOLS.add(self)
 
-    # ------------------------------------------------------------------ public API: life cycle
+    # ------------------------------------------------------------------ acquiring
+
+    def acquire(self, timeout: float | None = None) -> _Acquire[C]:
+        """Borrow a connection: ``async with pool.acquire() as conn:`` or ``await pool.acquire()``.
+
+        Waits at most ``timeout`` seconds (``None``: the pool's ``acquire_timeout``) for waiting in
+        line, validating and connecting together, then raises ``PoolTimeout``. Raises
+        ``PoolConnectError`` at once if a new connection was needed and could not be opened,
+        ``PoolExhausted`` if ``max_waiting`` acquirers already wait, and ``PoolClosed``
+        if the pool is not open. After ``await pool.acquire()`` you must ``await pool.release()``.
+        """
+        if timeout is not None:
+            _options.check_seconds("timeout", timeout, allow_zero=True)
+        return _Acquire(self, timeout)
+
+    def _take_idle(self) -> C | None:
+        """The fast path: hand out the most recently released idle connection if it is ready.
+
+        Returns None when the slow path must run: no idle connection, or the top one needs a
+        ping, is too old, or is closed. A non-empty ``idle`` implies an empty line of waiters
+        (releases serve waiters first), so taking one here never jumps the line.
+        """
+        idle = self._books.idle
+        if not idle:
+            return None
+        record = idle[-1]
+        now = self._clock()
+        try:
+            unfit = (
+                now - record.released_at >= self._validate_after_idle
+                or now >= record.retire_at
+                or self._is_closed(record.conn)
+                or get_ident() != self._thread  # another loop: the slow path explains
+                or not self._loop_running()
+            )
+        except Exception:  # the driver's is_closed() failed: the slow path discards it
+            return None
+        if unfit:
+            return None
+        return self._hand_out(self._books.take_top_idle(), now)
+
+    async def _acquire_slowly(self, timeout: float | None) -> C:
+        """The slow path: wait in line, validate or connect, all within one deadline."""
+        self._check_open()
+        self._check_loop()
+        limit = self._options.acquire_timeout if timeout is None else timeout
+        started = self._clock()
+        deadline = asyncio.timeout(limit)
+        try:
+            # cancel: none: entering and leaving a timeout never suspend
+            async with deadline:
+                # cancel: _obtain gives back, or discards, what it took for this caller
+                record = await self._obtain()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self._counters.timeouts += 1
+            books = self._books
+            raise PoolTimeout(
+                f"pool {self._name!r} could not provide a connection within {limit:g}s "
+                f"(size={books.size()}, max_size={books.max_size}, "
+                f"waiting={len(books.waiters)}): raise max_size if the database allows more "
+                "connections, release connections sooner, or pass a longer timeout "
+                "(acquire(timeout=...) or the pool's acquire_timeout)",
+                pool_name=self._name,
+            ) from None
+        now = self._clock()
+        if self._state is not _State.OPEN:
+            # The pool closed while this acquirer was connecting: the connection goes back (and
+            # is closed), the caller gets the same error as any acquirer of a closed pool.
+            self._return_to_pool(record, now)
+            self._check_open()
+        self._counters.count_wait(now - started)
+        self._wait_time.record(now - started)
+        return self._hand_out(record, now)
+
+    async def _obtain(self) -> Record[C]:
+        """Get a usable connection record, already booked in use."""
+        books = self._books
+        had_its_turn = False
+        while True:
+            self._check_open()
+            if books.idle:
+                record = books.take_top_idle()
+                # cancel: the connection being validated is discarded
+                if await self._validate_or_discard(record):
+                    return record
+                # The connection was discarded; if this acquirer has to wait now, it waits at
+                # the head of the line, ahead of acquirers that arrived while it validated.
+                had_its_turn = True
+                continue
+            breaker = self._breaker
+            if (
+                books.has_room()
+                and breaker.is_open()
+                and not breaker.may_probe_for_waiters(self._clock())
+            ):
+                raise self._breaker_error()  # a new connection is needed, and none may open
+            max_waiting = self._options.max_waiting
+            if max_waiting is not None and books.queued_beyond_room() >= max_waiting:
+                self._counters.exhausted += 1
+                raise PoolExhausted(
+                    f"pool {self._name!r} already has {len(books.waiters)} acquirers waiting "
+                    f"(max_waiting={max_waiting}): raise max_waiting or max_size, or shed load "
+                    "before acquiring (the FastAPI integration answers 503)",
+                    pool_name=self._name,
+                )
+            # Wait in line for whichever comes first: a returned connection, or a new one that
+            # _grow opens for the line (an acquirer that had its turn goes back to the head).
+            ticket = books.join_line(first=had_its_turn)
+            self._grow()
+            # cancel: Waiters.take hands back a connection that arrived too late; a connect
+            # under way goes on, and its connection serves the next waiter or joins the pool.
+            return await books.waiters.take(ticket, self._give_back)  # fresh: no ping needed
+
+    async def _validate_or_discard(self, record: Record[C]) -> bool:
+        """Check an idle connection taken by the slow path: return True if it may be lent, or
+        discard it (unbook and close it) and return False."""
+        now = self._clock()
+        if self._known_closed(record.conn):
+            self._unbook_and_close(record, "discarded")
+            return False
+        if now >= record.retire_at:
+            self._unbook_and_close(record, "evicted_lifetime")
+            return False
+        if now - record.released_at < self._validate_after_idle:
+            return True
+        try:
+            # cancel: a ping interrupted by the deadline or the caller leaves the connection in
+            # an unknown state, so it is discarded like a failed one.
+            await call_with_timeout(self._driver.ping(record.conn), self._options.ping_timeout)
+        except BaseException as error:
+            self._counters.validation_failures += 1
+            self._unbook_and_close(record, "discarded", hard=True)
+            if not isinstance(error, Exception):
+                raise
+            logger.info(
+                "pool %r: idle connection failed its ping and was discarded: %s",
+                self._name,
+                describe(error),
+            )
+            return False
+        if self._clock() >= record.retire_at:
+            # The ping took so long that the connection's lifetime ended meanwhile.
+            self._unbook_and_close(record, "evicted_lifetime")
+            return False
+        return True
+
+    def _hand_out(self, record: Record[C], now: float) -> C:
+        """Lend a record, booked in use, to a caller: under a new lease, if the driver has them
+        (the caller's type checker sees the driver's connection type all the same)."""
+        lease_class = self._lease_class
+        if lease_class is None:
+            handle: object = record.conn
+            self._books.lend(record, id(handle), handle, now)
+        else:
+            handle = lease_class(record.conn, self)
+            # Held weakly: a lease whose holder drops it without a release is collected, and
+            # the callback gives its slot back (_lease_collected).
+            self._books.lend(record, id(handle), weakref.ref(handle, self._on_lease_collected), now)
+        self._counters.acquired += 1
+        if self._leak_timeout is not None:
+            record.acquired_stack = capture_stack(_POOL_FRAMES_ON_ACQUIRE)
+            record.leak_reported = False
+        return handle  # type: ignore[return-value]  # a Lease[C] stands in for a C
+
+    def _give_back(self, record: Record[C]) -> None:
+        """Return a connection that its acquirer can no longer use (it timed out or was
+        cancelled just after the hand-off)."""
+        self._return_to_pool(record, self._clock())
+
+    # ------------------------------------------------------------------ releasing
+
+    async def release(self, conn: C) -> None:
+        """Give a connection back. It is reset (its transaction rolled back) before reuse.
+
+        The lease ends at once: ``conn`` refuses any further use. If the reset fails or times
+        out, the connection is discarded instead. Releasing a connection this pool did not hand
+        out, or one already given back (a second release, or a handle kept from an earlier
+        acquire), raises ``ValueError`` and changes nothing. (With a driver that has no leases,
+        the pool can tell a stale handle only while its connection is not lent again.)
+        """
+        books = self._books
+        if (get_ident() != self._thread or not self._loop_running()) and id(conn) in books.lent:
+            # (A handle not lent out is refused below, whatever the loop.)
+            self._refuse_release_from_elsewhere(conn)
+        record = books.end_lend(id(conn))
+        if record is None:
+            if self._terminated_while_lent(conn):
+                return  # close() already terminated it
+            raise self._refused_handle(conn, "release")
+        # What the borrower left behind (statements still running, listeners): usually None.
+        leftover = None
+        if self._lease_class is not None:
+            lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
+            leftover = lease._end("released")
+        raw = record.conn
+        now = self._clock()
+        self._use_time.record(now - record.acquired_at)
+        unfinished: Awaitable[None] | None
+        try:
+            if self._interrupt is not None and _being_cancelled():
+                # The borrower was cancelled, maybe while a statement of its own still runs.
+                self._interrupt(raw)
+            if leftover is None:
+                unfinished = begin(self._driver.reset(raw))
+            else:
+                unfinished = self._settle_then_reset(leftover, raw)
+        except BaseException as error:
+            self._reset_failed(record, error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        if unfinished is None:
+            self._return_to_pool(record, now)  # nothing awaited since end_lend: still booked
+            return
+        # The connection was dirty and the reset waits on the server. It goes on in a task of
+        # the pool's own, so that it completes (within reset_timeout) even when the releasing
+        # task is cancelled -- which under anyio, as in FastAPI and Starlette, means every await
+        # left in a cancelled scope: awaited directly, the rollback would be cancelled too, and
+        # every cancelled borrower's connection thrown away.
+        finishing = _connections.spawn(self, self._finish_reset(record, unfinished), "reset")
+        # cancel: the releasing task stops waiting; the reset goes on and returns the connection
+        await asyncio.shield(finishing)
+
+    async def _finish_reset(self, record: Record[C], unfinished: Awaitable[None]) -> None:
+        """Await the rest of a reset within ``reset_timeout``, then pool the connection or, if
+        the reset failed, discard it. Never raises: it runs as a task nobody else awaits."""
+        try:
+            # cancel: none: entering and leaving a timeout never suspend
+            async with asyncio.timeout(self._options.reset_timeout):
+                # cancel: only close() cancels this task; the connection is discarded
+                await unfinished
+        except BaseException as error:
+            self._reset_failed(record, error)
+            if not isinstance(error, (Exception, asyncio.CancelledError)):
+                raise
+            return
+        if self._books.still_booked(record):  # (close() may have terminated it meanwhile)
+            self._return_to_pool(record, self._clock())  # idle from now: the reset took time
+
+    async def _settle_then_reset(self, leftover: Coroutine[Any, Any, None], conn: C) -> None:
+        """Finish what a borrower left behind on ``conn``, then reset it."""
+        # cancel: only reset_timeout or close() cancel this task (the releasing task's own
+        # cancellation does not reach it); the pool discards the connection.
+        await leftover
+        await self._driver.reset(conn)  # cancel: the same
+
+    def _reset_failed(self, record: Record[C], error: BaseException) -> None:
+        """A reset raised, timed out or was cancelled: the connection must not be reused.
+
+        A connection the server or the network closed while it was lent fails its reset too;
+        that is expected after an outage, so it is logged at INFO rather than as a warning.
+        """
+        closed = self._known_closed(record.conn)
+        self._unbook_and_close(record, "discarded", hard=True)
+        if not isinstance(error, Exception):
+            return
+        if closed:
+            logger.info(
+                "pool %r: connection came back closed, discarded: %s", self._name, describe(error)
+            )
+        else:
+            logger.warning(
+                "pool %r: reset failed, connection discarded: %s", self._name, describe(error)
+            )
+
+    def _return_to_pool(self, record: Record[C], now: float) -> None:
+        """A connection booked in use is available again: give it to a waiter, or park it idle.
+
+        It is closed instead if it must not be reused: the pool is closing, it reached its
+        lifetime or use count (``expire()`` marks connections by setting their ``retire_at`` to
+        minus infinity), the driver says it is closed, or ``resize()`` shrank the pool below
+        its size.
+        """
+        books = self._books
+        try:
+            retire = (
+                self._state is not _State.OPEN
+                or now >= record.retire_at
+                or record.uses >= self._max_uses
+                or self._is_closed(record.conn)
+                or (books.shrinking and books.still_shrinking())
+            )
+        except Exception:  # the driver's is_closed() failed: costs nothing until it does
+            retire = True
+        if retire:
+            self._retire(record)
+            return
+        books.hand_over_or_park(record, now)
+
+    def _retire(self, record: Record[C]) -> None:
+        """Close a returning connection that must not be reused, counting why."""
+        reason: Removal
+        if self._state is not _State.OPEN:
+            reason = "closed"
+        elif self._known_closed(record.conn):
+            reason = "discarded"
+        else:
+            reason = "evicted_lifetime"
+        self._unbook_and_close(record, reason)
+
+    # ------------------------------------------------------------------ letting go, growing
+
+    def _unbook_and_close(self, record: Record[C], reason: Removal, *, hard: bool = False) -> None:
+        """Take a record booked in use off the books and close its connection
+        (``_close_unbooked``), then let the room it frees be used.
+
+        If ``close()`` gave up waiting and already terminated it (while it was being validated,
+        reset or handed to a waiter), there is nothing left to do (``Books.unbook``).
+        """
+        if self._books.unbook(record):
+            self._close_unbooked(record, reason, hard=hard)
+            self._use_free_room()
+
+    def _close_unbooked(self, record: Record[C], reason: Removal, *, hard: bool = False) -> None:
+        """Close a connection already taken off the books, counting why.
+
+        A polite close runs in the background and keeps the slot (``closing``) until it ends.
+        ``hard`` is for connections in an unknown state (a failed reset or ping): they are
+        terminated at once if the driver can, rather than closed politely, which frees the slot
+        at once; the caller then lets it be used (``_use_free_room``).
+        """
+        counters = self._counters
+        counters.count_removal(reason)
+        if hard and self._terminate is not None:
+            _connections.terminate_quietly(self, record.conn)
+            counters.closed += 1
+            return
+        _connections.close_in_background(self, record.conn)
+
+    def _use_free_room(self) -> None:
+        """Let room the pool may have now be used: after it lost a connection or a slot, or its
+        bounds changed (``resize`` grows it too). Opens connections for the waiters (``_grow``)
+        and asks the maintenance job to refill below ``min_size``; a closing pool that holds
+        nothing any more wakes ``close()``."""
+        books = self._books
+        if self._state is _State.OPEN:
+            self._grow()
+            if books.size() < books.min_size and self._wakeup is not None:
+                self._wakeup.set()
+        elif self._state is _State.CLOSING and self._drained is not None and not books.size():
+            self._drained.set()
+
+    def _grow(self) -> None:
+        """Open connections in the background for waiters that the connects under way will not
+        serve, at most ``GROWTH_AT_ONCE`` at a time and within ``max_size``.
+
+        A waiter takes whichever connection comes first, a returned one or a new one, so a burst
+        of short uses served by returning connections opens few new ones; the new ones that
+        arrive after the burst join the pool (and ``max_idle`` closes them if they stay unused).
+        While the circuit breaker is open, only a probe may connect: a waiter that could only be
+        served by a new connection fails at once instead.
+        """
+        books = self._books
+        while self._state is _State.OPEN and books.waiters_unserved():
+            breaker = self._breaker
+            probe = breaker.is_open()
+            if probe:
+                if not breaker.may_probe_for_waiters(self._clock()):
+                    books.fail_oldest_waiter(self._breaker_error())
+                    continue
+                breaker.claim_probe_for_waiters()
+            elif books.opening >= GROWTH_AT_ONCE:
+                return
+            books.reserve_slots()
+            _connections.spawn(self, self._grow_one(probe=probe), "connect")
+
+    async def _grow_one(self, *, probe: bool) -> None:
+        """One connect of ``_grow``: its connection goes to the oldest waiter, or joins the pool."""
+        try:
+            # cancel: only close() cancels it; connect() frees the slot
+            record = await _connections.connect(self, probe=probe, demand=True)
+        except PoolConnectError:
+            return  # the oldest waiter got the error (and the log is the acquirer's to write)
+        # Straight to the oldest waiter, as it is: new, so not to be checked again, and to be
+        # used once even if expire() or a resize() down marked it for retirement meanwhile.
+        if not (self._state is _State.OPEN and self._books.hand_over(record)):
+            self._return_to_pool(record, self._clock())
+        self._grow()  # the demand may have outgrown the connects still under way
+
+    # ------------------------------------------------------------------ life cycle
 
     async def __aenter__(self) -> Pool[C]:
         await self.open()  # cancel: open() undoes itself; the pool stays unopened
@@ -385,10 +717,10 @@ class Pool(Generic[C]):
         self._drained = asyncio.Event()
         self._closed_event = asyncio.Event()
         opened = self._opened = self._loop.create_future()
-        if wait and self._settings.min_size:
+        if wait and self._books.min_size:
             try:
                 # cancel: the connects stop, what opened is closed; the pool stays unopened
-                await self._fill_at_open(self._settings.min_size)
+                await self._fill_at_open(self._books.min_size)
             except BaseException as error:
                 if isinstance(error, Exception):
                     opened.set_exception(error)
@@ -423,7 +755,7 @@ class Pool(Generic[C]):
 
     async def _fill_at_open(self, count: int) -> None:
         """Open ``count`` connections at once; on any failure, close them all and re-raise."""
-        self._opening += count
+        self._books.reserve_slots(count)
         connects = [
             _connections.spawn(self, _connections.connect(self), "connect") for _ in range(count)
         ]
@@ -439,7 +771,7 @@ class Pool(Generic[C]):
             raise
         now = self._clock()
         for result in results:
-            if isinstance(result, _Record):
+            if isinstance(result, Record):
                 self._return_to_pool(result, now)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
@@ -496,6 +828,52 @@ class Pool(Generic[C]):
             self._closed_event.set()
         logger.debug("pool %r closed", self._name)
 
+    async def _shut_down(self, timeout: float | None) -> None:
+        """Close every connection: politely within ``timeout``, then by force."""
+        assert self._drained is not None
+        books = self._books
+        self._state = _State.CLOSING
+        books.fail_all_waiters(
+            lambda: PoolClosed(f"pool {self._name!r} is closed", pool_name=self._name)
+        )
+        if self._maintenance_task is not None:
+            self._maintenance_task.cancel()
+        for record in books.take_all_idle():
+            self._close_unbooked(record, "closed")
+        if books.lent and self._lease_class is not None and timeout != 0:
+            # A lease held only by garbage (a reference cycle) would be waited for until the
+            # timeout: collect it now, and its slot is reclaimed. (With no time to wait,
+            # whatever is still lent is terminated at once anyway.)
+            gc.collect()
+        self._use_free_room()
+        try:
+            # Wait for connections in use to come back and for opens and closes to finish.
+            # cancel: none: entering and leaving a timeout never suspend
+            async with asyncio.timeout(timeout):
+                # cancel: the finally below ends what is left by force
+                await self._drained.wait()
+        except TimeoutError:
+            logger.warning(
+                "pool %r: close() waited %ss; ending what is left: %s",
+                self._name,
+                timeout,
+                self._unfinished(),
+            )
+        finally:
+            # Whatever remains (after the timeout, or if close itself was cancelled) goes now.
+            # cancel: close() stops waiting; the tasks, cancelled there, end on their own
+            await _connections.end_by_force(self)
+
+    def _unfinished(self) -> str:
+        """What keeps close() waiting, for its log line: ``2 in use, 1 connect, 1 close``."""
+        books = self._books
+        counts = (
+            (len(books.in_use), "in use", "in use"),
+            (books.opening, "connect", "connects"),
+            (books.closing, "close", "closes"),
+        )
+        return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
+
     def _forget_inherited(self) -> None:
         """``close()`` in a forked child: close the child's copy of the pool without a word to
         the driver.
@@ -504,10 +882,7 @@ class Pool(Generic[C]):
         would end the parent's sessions, so the child only forgets them. Its tasks and futures
         belong to the parent's event loop, which does not run in the child: nothing here awaits.
         """
-        self._idle.clear()
-        self._in_use.clear()
-        self._abandoned.clear()
-        self._opening = self._closing = 0
+        self._books.forget_all()
         self._state = _State.CLOSED
 
     async def _close_driver_resources(self) -> None:
@@ -522,6 +897,8 @@ class Pool(Generic[C]):
                 "pool %r: closing the driver's resources failed: %s", self._name, describe(error)
             )
 
+    # ------------------------------------------------------------------ resize, expire, detach
+
     def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
         """Change ``min_size`` and/or ``max_size`` while the pool runs.
 
@@ -530,27 +907,22 @@ class Pool(Generic[C]):
         is under the new bound. A pool not opened yet takes the sizes for when it opens; a
         closed pool refuses with ``PoolClosed``.
         """
-        settings = self._settings
-        new_min = settings.min_size if min_size is None else min_size
-        new_max = settings.max_size if max_size is None else max_size
+        books = self._books
+        new_min = books.min_size if min_size is None else min_size
+        new_max = books.max_size if max_size is None else max_size
         _options.check_count("min_size", new_min, minimum=0)
         _options.check_count("max_size", new_max, minimum=1)
-        if new_min > new_max:
-            raise ValueError(f"min_size ({new_min}) must not exceed max_size ({new_max})")
+        _options.check_sizes(new_min, new_max)
         if self.closed:
             raise PoolClosed(
-                f"cannot resize pool {self._name!r}: it is closed", pool_name=self._name
+                f"cannot resize pool {self._name!r}: it is closed (resize a pool between open() "
+                "and close())",
+                pool_name=self._name,
             )
         if self._state is _State.OPEN:
             self._check_loop()
-        settings.min_size, settings.max_size = new_min, new_max
-        # Connections already closing count in size() but are on their way out: not excess.
-        while self._idle and self._size() - self._closing > new_max:
-            self._close_oldest_idle("evicted_lifetime")
-        # The rest of the excess is in use: whichever connections come back first while the
-        # pool is still above the new bound are closed (connects under way are checked by
-        # connect() when they finish).
-        self._shrinking = self._size() - self._closing > new_max
+        for record in books.resize(new_min, new_max):
+            self._close_unbooked(record, "evicted_lifetime")
         self._use_free_room()
 
     def expire(self) -> None:
@@ -561,11 +933,8 @@ class Pool(Generic[C]):
         """
         if self._state is _State.OPEN:
             self._check_loop()
-        self._generation += 1
-        while self._idle:
-            self._close_unbooked(self._idle.pop(), "evicted_lifetime")
-        for record in self._in_use.values():
-            record.retire_at = -math.inf
+        for record in self._books.expire():
+            self._close_unbooked(record, "evicted_lifetime")
         self._use_free_room()
 
     def detach(self, conn: C) -> C:
@@ -576,147 +945,35 @@ class Pool(Generic[C]):
         with a long-lived purpose (a LISTEN loop, a replication stream) that should not count
         against the pool.
         """
-        if self._state is _State.OPEN and id(conn) in self._lent:
+        books = self._books
+        if self._state is _State.OPEN and id(conn) in books.lent:
             self._check_loop()
-        record = self._lent.pop(id(conn), None)
+        record = books.end_lend(id(conn))
         if record is None:
             raise self._refused_handle(conn, "detach")
-        record.handle = None
         if self._lease_class is not None:
             lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
             lease._end("detached")
-        del self._in_use[id(record.conn)]
+        books.unbook(record)
         self._use_free_room()
         return record.conn
 
-    # ------------------------------------------------------------------ public API: use
-
-    def acquire(self, timeout: float | None = None) -> _Acquire[C]:
-        """Borrow a connection: ``async with pool.acquire() as conn:`` or ``await pool.acquire()``.
-
-        Waits at most ``timeout`` seconds (``None``: the pool's ``acquire_timeout``) for waiting in
-        line, validating and connecting together, then raises ``PoolTimeout``. Raises
-        ``PoolConnectError`` at once if a new connection was needed and could not be opened,
-        ``PoolExhausted`` if ``max_waiting`` acquirers already wait, and ``PoolClosed``
-        if the pool is not open. After ``await pool.acquire()`` you must ``await pool.release()``.
-        """
-        if timeout is not None:
-            _options.check_seconds("timeout", timeout, allow_zero=True)
-        return _Acquire(self, timeout)
-
-    async def release(self, conn: C) -> None:
-        """Give a connection back. It is reset (its transaction rolled back) before reuse.
-
-        The lease ends at once: ``conn`` refuses any further use. If the reset fails or times
-        out, the connection is discarded instead. Releasing a connection this pool did not hand
-        out, or one already given back (a second release, or a handle kept from an earlier
-        acquire), raises ``ValueError`` and changes nothing. (With a driver that has no leases,
-        the pool can tell a stale handle only while its connection is not lent again.)
-        """
-        if (get_ident() != self._thread or not self._loop_running()) and id(conn) in self._lent:
-            # (A handle not lent out is refused below, whatever the loop.)
-            self._refuse_release_from_elsewhere(conn)
-        record = self._lent.pop(id(conn), None)
-        if record is None:
-            if self._terminated_while_lent(conn):
-                return  # close() already terminated it
-            raise self._refused_handle(conn, "release")
-        record.handle = None
-        # What the borrower left behind (statements still running, listeners): usually None.
-        leftover = None
-        if self._lease_class is not None:
-            lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
-            leftover = lease._end("released")
-        raw = record.conn
-        now = self._clock()
-        self._use_time.record(now - record.acquired_at)
-        unfinished: Awaitable[None] | None
-        try:
-            if self._interrupt is not None and _being_cancelled():
-                # The borrower was cancelled, maybe while a statement of its own still runs.
-                self._interrupt(raw)
-            if leftover is None:
-                unfinished = begin(self._driver.reset(raw))
-            else:
-                unfinished = self._settle_then_reset(leftover, raw)
-        except BaseException as error:
-            self._reset_failed(record, error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        if unfinished is None:
-            self._reset_done(record, now)
-            return
-        # The connection was dirty and the reset waits on the server. It goes on in a task of
-        # the pool's own, so that it completes (within reset_timeout) even when the releasing
-        # task is cancelled -- which under anyio, as in FastAPI and Starlette, means every await
-        # left in a cancelled scope: awaited directly, the rollback would be cancelled too, and
-        # every cancelled borrower's connection thrown away.
-        finishing = _connections.spawn(self, self._finish_reset(record, unfinished), "reset")
-        # cancel: the releasing task stops waiting; the reset goes on and returns the connection
-        await asyncio.shield(finishing)
-
-    async def _finish_reset(self, record: _Record[C], unfinished: Awaitable[None]) -> None:
-        """Await the rest of a reset within ``reset_timeout``, then pool the connection or, if
-        the reset failed, discard it. Never raises: it runs as a task nobody else awaits."""
-        try:
-            # cancel: none: entering and leaving a timeout never suspend
-            async with asyncio.timeout(self._options.reset_timeout):
-                # cancel: only close() cancels this task; the connection is discarded
-                await unfinished
-        except BaseException as error:
-            self._reset_failed(record, error)
-            if not isinstance(error, (Exception, asyncio.CancelledError)):
-                raise
-            return
-        self._reset_done(record, self._clock())  # idle from now: the reset took time
-
-    def _reset_done(self, record: _Record[C], now: float) -> None:
-        """A returned connection is clean: pool it, unless close() already terminated it."""
-        if self._in_use.get(id(record.conn)) is not record:
-            self._abandoned.pop(id(record.conn), None)  # close() terminated it meanwhile
-            return
-        self._return_to_pool(record, now)
-
-    async def _settle_then_reset(self, leftover: Coroutine[Any, Any, None], conn: C) -> None:
-        """Finish what a borrower left behind on ``conn``, then reset it."""
-        # cancel: only reset_timeout or close() cancel this task (the releasing task's own
-        # cancellation does not reach it); the pool discards the connection.
-        await leftover
-        await self._driver.reset(conn)  # cancel: the same
-
-    def _reset_failed(self, record: _Record[C], error: BaseException) -> None:
-        """A reset raised, timed out or was cancelled: the connection must not be reused.
-
-        A connection the server or the network closed while it was lent fails its reset too;
-        that is expected after an outage, so it is logged at INFO rather than as a warning.
-        """
-        closed = self._known_closed(record.conn)
-        self._unbook_and_close(record, "discarded", hard=True)
-        if not isinstance(error, Exception):
-            return
-        if closed:
-            logger.info(
-                "pool %r: connection came back closed, discarded: %s", self._name, describe(error)
-            )
-        else:
-            logger.warning(
-                "pool %r: reset failed, connection discarded: %s", self._name, describe(error)
-            )
+    # ------------------------------------------------------------------ what it looks like
 
     def stats(self) -> PoolStats:
         """A frozen snapshot of the pool's gauges and counters."""
+        books = self._books
         counters = self._counters
         return PoolStats(
             name=self._name,
-            size=self._size(),
-            idle=len(self._idle),
-            in_use=len(self._in_use),
-            opening=self._opening,
-            closing=self._closing,
-            waiting=len(self._waiters),
-            min_size=self._settings.min_size,
-            max_size=self._settings.max_size,
+            size=books.size(),
+            idle=len(books.idle),
+            in_use=len(books.in_use),
+            opening=books.opening,
+            closing=books.closing,
+            waiting=len(books.waiters),
+            min_size=books.min_size,
+            max_size=books.max_size,
             acquired=counters.acquired,
             waited=counters.waited,
             timeouts=counters.timeouts,
@@ -759,10 +1016,11 @@ class Pool(Generic[C]):
         return self._state in (_State.CLOSING, _State.CLOSED)
 
     def __repr__(self) -> str:
+        books = self._books
         return (
-            f"<Pool {self._name!r} {self._state.value} size={self._size()} "
-            f"idle={len(self._idle)} in_use={len(self._in_use)} waiting={len(self._waiters)} "
-            f"max={self._settings.max_size}>"
+            f"<Pool {self._name!r} {self._state.value} size={books.size()} "
+            f"idle={len(books.idle)} in_use={len(books.in_use)} waiting={len(books.waiters)} "
+            f"max={books.max_size}>"
         )
 
     def __del__(self) -> None:
@@ -779,612 +1037,67 @@ class Pool(Generic[C]):
         if task is not None and not task.get_loop().is_closed():
             task.cancel()
 
-    # ------------------------------------------------------------------ acquiring
-
-    def _take_idle(self) -> C | None:
-        """The fast path: hand out the most recently released idle connection if it is ready.
-
-        Returns None when the slow path must run: no idle connection, or the top one needs a
-        ping, is too old, or is closed. A non-empty ``_idle`` implies an empty queue of waiters
-        (releases serve waiters first), so taking one here never jumps the line.
-        """
-        idle = self._idle
-        if not idle:
-            return None
-        record = idle[-1]
-        now = self._clock()
-        try:
-            unfit = (
-                now - record.released_at >= self._validate_after_idle
-                or now >= record.retire_at
-                or self._is_closed(record.conn)
-                or get_ident() != self._thread  # another loop: the slow path explains
-                or not self._loop_running()
-            )
-        except Exception:  # the driver's is_closed() failed: the slow path discards it
-            return None
-        if unfit:
-            return None
-        idle.pop()
-        self._in_use[id(record.conn)] = record
-        return self._hand_out(record, now)
-
-    async def _acquire_slowly(self, timeout: float | None) -> C:
-        """The slow path: wait in line, validate or connect, all within one deadline."""
-        self._check_open()
-        self._check_loop()
-        limit = self._options.acquire_timeout if timeout is None else timeout
-        started = self._clock()
-        deadline = asyncio.timeout(limit)
-        try:
-            # cancel: none: entering and leaving a timeout never suspend
-            async with deadline:
-                # cancel: _obtain gives back, or discards, what it took for this caller
-                record = await self._obtain()
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            self._counters.timeouts += 1
-            raise PoolTimeout(
-                f"pool {self._name!r} could not provide a connection within {limit:g}s "
-                f"(size={self._size()}, max_size={self._settings.max_size}, "
-                f"waiting={len(self._waiters)})",
-                pool_name=self._name,
-            ) from None
-        now = self._clock()
-        if self._state is not _State.OPEN:
-            # The pool closed while this acquirer was connecting: the connection goes back (and
-            # is closed), the caller gets the same error as any acquirer of a closed pool.
-            self._return_to_pool(record, now)
-            self._check_open()
-        counters = self._counters
-        waited = now - started
-        counters.waited += 1
-        counters.wait_time_total += waited
-        counters.wait_time_max = max(counters.wait_time_max, waited)
-        self._wait_time.record(waited)
-        return self._hand_out(record, now)
-
-    async def _obtain(self) -> _Record[C]:
-        """Get a usable connection record, already booked in ``_in_use``."""
-        had_its_turn = False
-        while True:
-            self._check_open()
-            if self._idle:
-                record = self._idle.pop()
-                self._in_use[id(record.conn)] = record
-                # cancel: the connection being validated is discarded
-                if await self._validate_or_discard(record):
-                    return record
-                # The connection was discarded; if this acquirer has to wait now, it waits at
-                # the head of the line, ahead of acquirers that arrived while it validated.
-                had_its_turn = True
-                continue
-            room = self._size() < self._settings.max_size
-            breaker = self._breaker
-            if room and breaker.is_open() and not breaker.may_probe_for_waiters(self._clock()):
-                raise self._breaker_error()  # a new connection is needed, and none may open
-            max_waiting = self._options.max_waiting
-            if max_waiting is not None and self._queued_beyond_room() >= max_waiting:
-                self._counters.exhausted += 1
-                raise PoolExhausted(
-                    f"pool {self._name!r} already has {len(self._waiters)} acquirers waiting "
-                    f"(max_waiting={max_waiting})",
-                    pool_name=self._name,
-                )
-            # Wait in line for whichever comes first: a returned connection, or a new one that
-            # _grow opens for the line (an acquirer that had its turn goes back to the head).
-            ticket = self._waiters.join(first=had_its_turn)
-            self._grow()
-            # cancel: Waiters.take hands back a connection that arrived too late; a connect
-            # under way goes on, and its connection serves the next waiter or joins the pool.
-            return await self._waiters.take(ticket, self._give_back)  # fresh: no ping needed
-
-    async def _validate_or_discard(self, record: _Record[C]) -> bool:
-        """Check an idle connection taken by the slow path: return True if it may be lent, or
-        discard it (unbook and close it) and return False."""
-        now = self._clock()
-        if self._known_closed(record.conn):
-            self._unbook_and_close(record, "discarded")
-            return False
-        if now >= record.retire_at:
-            self._unbook_and_close(record, "evicted_lifetime")
-            return False
-        if now - record.released_at < self._validate_after_idle:
-            return True
-        try:
-            # cancel: a ping interrupted by the deadline or the caller leaves the connection in
-            # an unknown state, so it is discarded like a failed one.
-            await call_with_timeout(self._driver.ping(record.conn), self._options.ping_timeout)
-        except BaseException as error:
-            self._counters.validation_failures += 1
-            self._unbook_and_close(record, "discarded", hard=True)
-            if not isinstance(error, Exception):
-                raise
-            logger.info(
-                "pool %r: idle connection failed its ping and was discarded: %s",
-                self._name,
-                describe(error),
-            )
-            return False
-        if self._clock() >= record.retire_at:
-            # The ping took so long that the connection's lifetime ended meanwhile.
-            self._unbook_and_close(record, "evicted_lifetime")
-            return False
-        return True
-
-    def _hand_out(self, record: _Record[C], now: float) -> C:
-        """Lend a record, already in ``_in_use``, to a caller: under a new lease, if the driver
-        has them (the caller's type checker sees the driver's connection type all the same)."""
-        lease_class = self._lease_class
-        if lease_class is None:
-            handle: object = record.conn
-            record.handle = handle
-        else:
-            handle = lease_class(record.conn, self)
-            # Held weakly: a lease whose holder drops it without a release is collected, and
-            # the callback gives its slot back (_lease_collected).
-            record.handle = weakref.ref(handle, self._on_lease_collected)
-        self._lent[id(handle)] = record
-        record.uses += 1
-        record.acquired_at = now
-        self._counters.acquired += 1
-        if self._leak_timeout is not None:
-            record.acquired_stack = capture_stack(_POOL_FRAMES_ON_ACQUIRE)
-            record.leak_reported = False
-        return handle  # type: ignore[return-value]  # a Lease[C] stands in for a C
-
-    def _give_back(self, record: _Record[C]) -> None:
-        """Return a connection that its acquirer can no longer use (it timed out or was
-        cancelled just after the hand-off)."""
-        self._return_to_pool(record, self._clock())
-
-    def _check_loop(self, action: Literal["use", "close"] = "use") -> None:
-        """Refuse a call from an event loop other than the pool's, or from a forked child: its
-        connections, futures and tasks belong to the loop (and process) that opened it."""
-        if self._pid != os.getpid():
-            raise RuntimeError(
-                f"pool {self._name!r} was opened in the parent of this forked process; its "
-                "connections belong to the parent (create and open the pool in each worker "
-                "process, e.g. in the app's lifespan)"
-            )
-        loop = self._loop
-        if loop is None or asyncio._get_running_loop() is loop:
-            return
-        if loop.is_closed():
-            where = (
-                "another event loop, which has ended (asyncio.run() returned, or a test's loop "
-                "was torn down), and its connections ended with it"
-            )
-        else:
-            where = "another event loop"
-        if action == "close":
-            advice = "close it in the loop that opened it, before that loop ends"
-        else:
-            advice = (
-                "a pool belongs to the loop that opened it: create one pool per loop, e.g. in "
-                "the app's lifespan, per worker thread, or in a test fixture with the same "
-                "loop scope as the tests"
-            )
-        raise RuntimeError(f"pool {self._name!r} was opened in {where}; {advice}")
-
-    def _refuse_release_from_elsewhere(self, conn: object) -> None:
-        """Refuse a release from another event loop or a forked child, and never pool the
-        connection again: it may have been used from that loop, which leaves it broken."""
-        try:
-            self._check_loop()
-        except RuntimeError:
-            if self._pid == os.getpid():  # (a forked child's copy of the books is left alone)
-                self._in_own_loop(partial(self._drop_released_elsewhere, id(conn)))
-            raise
-
-    def _drop_released_elsewhere(self, key: int, loop_gone: bool) -> None:
-        """End the lend of a connection released from another loop, and let it go."""
-        record = self._lent.get(key)
-        if record is None:
-            return  # given back in the pool's own loop meanwhile, or closed
-        holder = self._unlend(record)
-        if isinstance(holder, Lease):
-            leftover = holder._end("released")
-            if leftover is not None:
-                leftover.close()  # its statements ran in the other loop: nothing to wait for
-        self._let_go(record, "discarded", loop_gone)
-
-    def _unlend(self, record: _Record[C]) -> object:
-        """Take a lent record off ``_lent``; return what its borrower holds (the lease, or the
-        connection), or None if it was not lent or its lease is already gone."""
-        handle, record.handle = record.handle, None
-        holder = _deref(handle)
-        if holder is not None and self._lent.get(id(holder)) is record:
-            del self._lent[id(holder)]
-        elif handle is not None:
-            for key in [key for key, lent in self._lent.items() if lent is record]:
-                del self._lent[key]
-        return holder
-
-    # ------------------------------------------------------------------ leases never given back
-
-    def _lease_collected(self, ref: weakref.ref[Any]) -> None:
-        """A lease was garbage-collected while lent: its holder dropped it without a release.
-        Called by the weak reference's callback, in whichever thread dropped the lease."""
-        self._in_own_loop(partial(self._reclaim, ref))
-
-    def _reclaim(self, ref: weakref.ref[Any], loop_gone: bool) -> None:
-        """Take back the slot of a lease collected while lent, and close its connection (its
-        borrower may have left it anywhere: inside a transaction, mid-statement)."""
-        record = next((rec for rec in self._in_use.values() if rec.handle is ref), None)
-        if record is None:
-            return  # close() ended it meanwhile
-        self._unlend(record)
-        logger.warning(
-            "pool %r: a connection was garbage-collected without being released; the pool "
-            "closed it and took its slot back. Release every connection (`async with "
-            "pool.acquire()` does). %s",
-            self._name,
-            where_acquired(record.acquired_stack),
-        )
-        self._let_go(record, "reclaimed", loop_gone)
-
-    def _in_own_loop(self, step: Callable[[bool], None]) -> None:
-        """Run ``step``, a change of the books asked for from anywhere, where the books change:
-        at once in the pool's own loop; soon in it, from another thread; or at once with
-        ``loop_gone`` true if that loop has ended (or this is a forked child), when the
-        connections went with it and records are only forgotten."""
-        loop = self._loop
-        if get_ident() == self._thread and self._loop_running():
-            step(False)
-        elif loop is not None and not loop.is_closed() and self._pid == os.getpid():
-            loop.call_soon_threadsafe(step, False)
-        else:
-            step(True)
-
-    def _let_go(
-        self, record: _Record[C], reason: Literal["discarded", "reclaimed"], loop_gone: bool
-    ) -> None:
-        """Close an unlent record's connection, whose lend ended without a release; after the
-        pool's loop has ended, only unbook it: the connection ended with the loop."""
-        if not loop_gone:
-            self._unbook_and_close(record, reason, hard=True)
-            return
-        del self._in_use[id(record.conn)]
-        self._counters.count_removal(reason)
-
-    def _check_open(self) -> None:
-        if self._state is _State.OPEN:
-            return
-        if self._state is _State.NEW:
-            raise PoolClosed(
-                f"pool {self._name!r} is not open: use `async with pool:` or "
-                "`await pool.open()` before acquiring",
-                pool_name=self._name,
-            )
-        raise PoolClosed(f"pool {self._name!r} is closed", pool_name=self._name)
-
-    # ------------------------------------------------------------------ returning
-
-    def _return_to_pool(self, record: _Record[C], now: float) -> None:
-        """A booked-in-use connection is available again: give it to a waiter, or park it idle.
-
-        It is closed instead if it must not be reused: the pool is closing, it reached its
-        lifetime or use count (``expire()`` marks connections by setting their ``retire_at`` to
-        minus infinity), the driver says it is closed, or ``resize()`` shrank the pool below
-        its size.
-        """
-        try:
-            retire = (
-                self._state is not _State.OPEN
-                or now >= record.retire_at
-                or record.uses >= self._max_uses
-                or self._is_closed(record.conn)
-                or (self._shrinking and self._above_max_size())
-            )
-        except Exception:  # the driver's is_closed() failed: costs nothing until it does
-            retire = True
-        if retire:
-            self._retire(record)
-            return
-        record.released_at = now
-        if self._waiters and self._waiters.offer(record):
-            return  # it stays booked in _in_use, now for the waiter
-        del self._in_use[id(record.conn)]
-        self._idle.append(record)
-
-    def _above_max_size(self) -> bool:
-        """After a ``resize()`` down: whether the pool, with the returning connection, is still
-        above its bound. Once it is not, the check is switched off (``_shrinking``)."""
-        if self._size() - self._closing > self._settings.max_size:
-            return True
-        self._shrinking = False
-        return False
-
-    def _retire(self, record: _Record[C]) -> None:
-        """Close a returning connection that must not be reused, counting why."""
-        reason: _Removal
-        if self._state is not _State.OPEN:
-            reason = "closed"
-        elif self._known_closed(record.conn):
-            reason = "discarded"
-        else:
-            reason = "evicted_lifetime"
-        self._unbook_and_close(record, reason)
-
-    def _known_closed(self, conn: C) -> bool:
-        """``driver.is_closed(conn)``, where a driver bug must not cost a slot: if it raises,
-        the connection's state is unknown, so it counts as closed (and is discarded)."""
-        try:
-            return self._is_closed(conn)
-        except Exception as error:
-            logger.warning(
-                "pool %r: the driver's is_closed() raised, so the connection is treated as "
-                "closed: %s",
-                self._name,
-                describe(error),
-            )
-            return True
-
-    def _terminated_while_lent(self, conn: object) -> bool:
-        """Whether ``close()`` terminated ``conn`` while it was lent: its release is too late,
-        and harmless."""
-        if isinstance(conn, Lease):
-            return conn._lender is self and conn._given_back_after_close()
-        return self._abandoned.pop(id(conn), None) is not None
-
-    def _refused_handle(self, conn: object, action: str) -> ValueError:
-        """The error for a release or detach of something this pool has not lent out now."""
-        if isinstance(conn, Lease) and conn._lender is self:
-            self._counters.stale_releases += 1
-            return ValueError(
-                f"cannot {action} this connection: it was already {conn._ending} (a second "
-                "release, or a handle kept from an earlier acquire); nothing was changed"
-            )
-        record = self._in_use.get(id(conn))
-        if record is not None and record.conn is conn and record.handle is not None:
-            return ValueError(
-                f"cannot {action} the driver's own connection: {action} the object that "
-                "pool.acquire() returned"
-            )
-        if any(idle.conn is conn for idle in self._idle) or (
-            record is not None and record.conn is conn
-        ):
-            self._counters.stale_releases += 1
-            return ValueError(f"cannot {action} a connection already released to {self!r}")
-        return ValueError(
-            f"cannot {action} {conn.__class__.__name__} object: it was not acquired from "
-            f"{self!r} (or it was detached, or already released)"
-        )
-
-    def _count_stale_use(self) -> None:
-        """A lease refused a use after its end (see ``Lease._refusal``)."""
-        self._counters.stale_uses += 1
-
-    # ------------------------------------------------------------------ opening and closing
+    # ------------------------------------------------------------------ steps for _connections
 
     def _give_up_slot(self, *, probe: bool) -> None:
         """A connect failed or was cancelled (``_connections.connect``): give its slot back (and
         the probe, if it was one), counting the error."""
         if probe:
             self._breaker.probe_ended()
-        self._opening -= 1
+        self._books.give_up_slot()
         self._counters.connect_errors += 1
 
     def _book_connected(
         self, conn: C, generation: int, started: float, *, probe: bool
-    ) -> _Record[C]:
+    ) -> Record[C]:
         """A connect begun at ``started`` in ``generation`` succeeded: its slot becomes its
-        record, booked in use, in one step (and the probe, if it was one, has ended)."""
+        record, booked in use (``Books.book_connected``), and the probe, if it was one, ended."""
         if probe:
             self._breaker.probe_ended()
-        self._opening -= 1
         now = self._clock()
         lifetime = self._options.max_lifetime * (1.0 - LIFETIME_JITTER * self._rng.random())
-        record = _Record(conn=conn, created_at=now, retire_at=now + lifetime, released_at=now)
-        if generation != self._generation or self._size() >= self._settings.max_size:
-            # expire() or a resize() down happened while connecting: use it once at most.
-            record.retire_at = -math.inf
-        self._in_use[id(conn)] = record
+        record = self._books.book_connected(conn, generation, now, lifetime)
         self._counters.created += 1
         self._create_time.record(now - started)
         return record
 
-    def _fail_oldest_waiter(self, error: BaseException) -> None:
-        """A connect opened for the waiters failed: the one waiting longest gets its error."""
-        self._waiters.fail_oldest(error)
-
-    def _unbook_and_close(
-        self, record: _Record[C], reason: _Removal, *, hard: bool = False
-    ) -> None:
-        """Take a record held in ``_in_use`` off the books and close its connection
-        (``_close_unbooked``), then let the room it frees be used.
-
-        If ``close()`` gave up waiting and already terminated it (while it was being validated,
-        reset or handed to a waiter), there is nothing left to do but forget it.
-        """
-        key = id(record.conn)
-        if self._in_use.get(key) is not record:
-            self._abandoned.pop(key, None)
-            return
-        del self._in_use[key]
-        self._close_unbooked(record, reason, hard=hard)
-        self._use_free_room()
-
-    def _close_unbooked(self, record: _Record[C], reason: _Removal, *, hard: bool = False) -> None:
-        """Close a connection its caller has already taken off the books (off ``_idle``, or off
-        ``_in_use`` as ``_unbook_and_close`` does), counting why.
-
-        A polite close runs in the background and keeps the slot (``_closing``) until it ends.
-        ``hard`` is for connections in an unknown state (a failed reset or ping): they are
-        terminated at once if the driver can, rather than closed politely, which frees the slot
-        at once; the caller then lets it be used (``_use_free_room``).
-        """
-        counters = self._counters
-        counters.count_removal(reason)
-        if hard and self._terminate is not None:
-            _connections.terminate_quietly(self, record.conn)
-            counters.closed += 1
-            return
-        _connections.close_in_background(self, record.conn)
-
     def _book_close(self) -> None:
-        """A polite close is about to start in the background: it keeps its slot
-        (``_closing``) until it ends (``_close_done``)."""
-        self._closing += 1
+        """A polite close is about to start in the background: it keeps its slot until it ends
+        (``_close_done``)."""
+        self._books.start_close()
 
     def _close_done(self) -> None:
         """A background close ended, whether it closed politely or terminated: free its slot."""
-        self._closing -= 1
+        self._books.close_done()
         self._counters.closed += 1
         self._use_free_room()
-
-    async def _shut_down(self, timeout: float | None) -> None:
-        """Close every connection: politely within ``timeout``, then by force."""
-        assert self._drained is not None
-        self._state = _State.CLOSING
-        self._waiters.fail_all(
-            lambda: PoolClosed(f"pool {self._name!r} is closed", pool_name=self._name)
-        )
-        if self._maintenance_task is not None:
-            self._maintenance_task.cancel()
-        while self._idle:
-            self._close_unbooked(self._idle.pop(), "closed")
-        if self._lent and self._lease_class is not None and timeout != 0:
-            # A lease held only by garbage (a reference cycle) would be waited for until the
-            # timeout: collect it now, and its slot is reclaimed. (With no time to wait,
-            # whatever is still lent is terminated at once anyway.)
-            gc.collect()
-        self._use_free_room()
-        try:
-            # Wait for connections in use to come back and for opens and closes to finish.
-            # cancel: none: entering and leaving a timeout never suspend
-            async with asyncio.timeout(timeout):
-                # cancel: the finally below ends what is left by force
-                await self._drained.wait()
-        except TimeoutError:
-            logger.warning(
-                "pool %r: close() waited %ss; ending what is left: %s",
-                self._name,
-                timeout,
-                self._unfinished(),
-            )
-        finally:
-            # Whatever remains (after the timeout, or if close itself was cancelled) goes now.
-            # cancel: close() stops waiting; the tasks, cancelled there, end on their own
-            await _connections.end_by_force(self)
 
     def _abandon_in_use(self) -> None:
         """Take every connection still in use off the books and terminate it (the forced end
         of ``close()``): a lease says "closed" from now on; a connection lent without one is
-        remembered in ``_abandoned``, so that its late release is ignored."""
-        for key, record in list(self._in_use.items()):
-            del self._in_use[key]
-            holder = self._unlend(record)
-            if isinstance(holder, Lease):
-                holder._end("closed")  # its release, if it comes, is ignored
-            else:
-                self._abandoned[key] = record
+        remembered by the books, so that its late release is ignored."""
+        for record, lease in self._books.abandon_in_use():
+            if lease is not None:
+                lease._end("closed")  # its release, if it comes, is ignored
             self._close_unbooked(record, "closed", hard=True)
 
-    def _unfinished(self) -> str:
-        """What keeps close() waiting, for its log line: ``2 in use, 1 connect, 1 close``."""
-        counts = (
-            (len(self._in_use), "in use", "in use"),
-            (self._opening, "connect", "connects"),
-            (self._closing, "close", "closes"),
-        )
-        return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
-
-    def _use_free_room(self) -> None:
-        """Let room the pool may have now be used: after it lost a connection or a slot, or its
-        bounds changed (``resize`` grows it too). Opens connections for the waiters (``_grow``)
-        and asks the maintenance job to refill below ``min_size``; a closing pool that holds
-        nothing any more wakes ``close()``."""
-        settings = self._settings
-        if self._state is _State.OPEN:
-            self._grow()
-            if self._size() < settings.min_size and self._wakeup is not None:
-                self._wakeup.set()
-        elif self._state is _State.CLOSING and self._drained is not None and not self._size():
-            self._drained.set()
-
-    def _size(self) -> int:
-        return len(self._idle) + len(self._in_use) + self._opening + self._closing
+    # ------------------------------------------------------------------ steps for _maintenance
 
     def _is_open(self) -> bool:
         """Whether the pool is open (not new, closing or closed): the maintenance round runs
         only then."""
         return self._state is _State.OPEN
 
-    def _reserve_slot(self) -> None:
-        """Take a slot for a connect about to start (``_opening``); ``_connections.connect``
-        gives it up when the connect ends, by booking the connection or by failing."""
-        self._opening += 1
+    def _close_idle(self, chosen: list[tuple[Record[C], Removal]]) -> None:
+        """Take the chosen idle connections off the books and close them, each counted under
+        its reason; the others stay idle in their order."""
+        self._books.take_idle_records(record for record, _ in chosen)
+        for record, reason in chosen:
+            self._close_unbooked(record, reason)
 
-    def _oldest_idle(self) -> _Record[C] | None:
-        """The idle connection released longest ago (the next to close for idleness), if any."""
-        return self._idle[0] if self._idle else None
-
-    def _close_oldest_idle(self, reason: _Removal) -> None:
+    def _close_oldest_idle(self, reason: Removal) -> None:
         """Take the idle connection released longest ago off the books and close it."""
-        self._close_unbooked(self._idle.popleft(), reason)
-
-    def _close_idle_where(self, reason_to_close: Callable[[_Record[C]], _Removal | None]) -> None:
-        """Close every idle connection for which ``reason_to_close`` gives a reason; the others
-        stay idle in their order. (Used by the maintenance round, which decides the reasons.)"""
-        keep: deque[_Record[C]] = deque()
-        for record in self._idle:
-            reason = reason_to_close(record)
-            if reason is None:
-                keep.append(record)
-            else:
-                self._close_unbooked(record, reason)
-        self._idle = keep
-
-    # ------------------------------------------------------------------ growing for demand
-
-    def _queued_beyond_room(self) -> int:
-        """Waiters that neither the connects under way nor the free room will serve: those that
-        wait for a connection in use to come back, which is what ``max_waiting`` bounds."""
-        free = max(0, self._settings.max_size - self._size())
-        return len(self._waiters) - self._opening - free
-
-    def _grow(self) -> None:
-        """Open connections in the background for waiters that the connects under way will not
-        serve, at most ``GROWTH_AT_ONCE`` at a time and within ``max_size``.
-
-        A waiter takes whichever connection comes first, a returned one or a new one, so a burst
-        of short uses served by returning connections opens few new ones; the new ones that
-        arrive after the burst join the pool (and ``max_idle`` closes them if they stay unused).
-        While the circuit breaker is open, only a probe may connect: a waiter that could only be
-        served by a new connection fails at once instead.
-        """
-        while (
-            self._state is _State.OPEN
-            and len(self._waiters) > self._opening
-            and self._size() < self._settings.max_size
-        ):
-            breaker = self._breaker
-            probe = breaker.is_open()
-            if probe:
-                if not breaker.may_probe_for_waiters(self._clock()):
-                    self._waiters.fail_oldest(self._breaker_error())
-                    continue
-                breaker.claim_probe_for_waiters()
-            elif self._opening >= GROWTH_AT_ONCE:
-                return
-            self._reserve_slot()
-            _connections.spawn(self, self._grow_one(probe=probe), "connect")
-
-    async def _grow_one(self, *, probe: bool) -> None:
-        """One connect of ``_grow``: its connection goes to the oldest waiter, or joins the pool."""
-        try:
-            # cancel: only close() cancels it; connect() frees the slot
-            record = await _connections.connect(self, probe=probe, demand=True)
-        except PoolConnectError:
-            return  # the oldest waiter got the error (and the log is the acquirer's to write)
-        # Straight to the oldest waiter, as it is: new, so not to be checked again, and to be
-        # used once even if expire() or a resize() down marked it for retirement meanwhile.
-        if not (self._state is _State.OPEN and self._waiters.offer(record)):
-            self._return_to_pool(record, self._clock())
-        self._grow()  # the demand may have outgrown the connects still under way
+        self._close_unbooked(self._books.take_oldest_idle(), reason)
 
     # ------------------------------------------------------------------ the circuit breaker
 
@@ -1417,42 +1130,183 @@ class Pool(Generic[C]):
         error.__cause__ = cause
         return error
 
-    # ------------------------------------------------------------------ self-checks
+    # ------------------------------------------------------------------ lends that end elsewhere
+
+    def _lease_collected(self, ref: weakref.ref[Any]) -> None:
+        """A lease was garbage-collected while lent: its holder dropped it without a release.
+        Called by the weak reference's callback, in whichever thread dropped the lease."""
+        self._in_own_loop(partial(self._reclaim, ref))
+
+    def _reclaim(self, ref: weakref.ref[Any], loop_gone: bool) -> None:
+        """Take back the slot of a lease collected while lent, and close its connection (its
+        borrower may have left it anywhere: inside a transaction, mid-statement)."""
+        record = next((rec for rec in self._books.in_use.values() if rec.handle is ref), None)
+        if record is None:
+            return  # close() ended it meanwhile
+        self._books.unlend(record)
+        logger.warning(
+            "pool %r: a connection was garbage-collected without being released; the pool "
+            "closed it and took its slot back. Release every connection (`async with "
+            "pool.acquire()` does). %s",
+            self._name,
+            where_acquired(record.acquired_stack),
+        )
+        self._let_go(record, "reclaimed", loop_gone)
+
+    def _refuse_release_from_elsewhere(self, conn: object) -> None:
+        """Refuse a release from another event loop or a forked child, and never pool the
+        connection again: it may have been used from that loop, which leaves it broken."""
+        try:
+            self._check_loop()
+        except RuntimeError:
+            if self._pid == os.getpid():  # (a forked child's copy of the books is left alone)
+                self._in_own_loop(partial(self._drop_released_elsewhere, id(conn)))
+            raise
+
+    def _drop_released_elsewhere(self, key: int, loop_gone: bool) -> None:
+        """End the lend of a connection released from another loop, and let it go."""
+        record = self._books.lent.get(key)
+        if record is None:
+            return  # given back in the pool's own loop meanwhile, or closed
+        holder = self._books.unlend(record)
+        if isinstance(holder, Lease):
+            leftover = holder._end("released")
+            if leftover is not None:
+                leftover.close()  # its statements ran in the other loop: nothing to wait for
+        self._let_go(record, "discarded", loop_gone)
+
+    def _in_own_loop(self, step: Callable[[bool], None]) -> None:
+        """Run ``step``, a change of the books asked for from anywhere, where the books change:
+        at once in the pool's own loop; soon in it, from another thread; or at once with
+        ``loop_gone`` true if that loop has ended (or this is a forked child), when the
+        connections went with it and records are only forgotten."""
+        loop = self._loop
+        if get_ident() == self._thread and self._loop_running():
+            step(False)
+        elif loop is not None and not loop.is_closed() and self._pid == os.getpid():
+            loop.call_soon_threadsafe(step, False)
+        else:
+            step(True)
+
+    def _let_go(
+        self, record: Record[C], reason: Literal["discarded", "reclaimed"], loop_gone: bool
+    ) -> None:
+        """Close an unlent record's connection, whose lend ended without a release; after the
+        pool's loop has ended, only unbook it: the connection ended with the loop."""
+        if not loop_gone:
+            self._unbook_and_close(record, reason, hard=True)
+            return
+        self._books.unbook(record)
+        self._counters.count_removal(reason)
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_open(self) -> None:
+        if self._state is _State.OPEN:
+            return
+        if self._state is _State.NEW:
+            raise PoolClosed(
+                f"pool {self._name!r} is not open: use `async with pool:` or "
+                "`await pool.open()` before acquiring",
+                pool_name=self._name,
+            )
+        raise PoolClosed(
+            f"pool {self._name!r} is closed: acquire before close(), or create a new pool",
+            pool_name=self._name,
+        )
+
+    def _check_loop(self, action: Literal["use", "close"] = "use") -> None:
+        """Refuse a call from an event loop other than the pool's, or from a forked child: its
+        connections, futures and tasks belong to the loop (and process) that opened it."""
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"pool {self._name!r} was opened in the parent of this forked process; its "
+                "connections belong to the parent (create and open the pool in each worker "
+                "process, e.g. in the app's lifespan)"
+            )
+        loop = self._loop
+        if loop is None or asyncio._get_running_loop() is loop:
+            return
+        if loop.is_closed():
+            where = (
+                "another event loop, which has ended (asyncio.run() returned, or a test's loop "
+                "was torn down), and its connections ended with it"
+            )
+        else:
+            where = "another event loop"
+        if action == "close":
+            advice = "close it in the loop that opened it, before that loop ends"
+        else:
+            advice = (
+                "a pool belongs to the loop that opened it: create one pool per loop, e.g. in "
+                "the app's lifespan, per worker thread, or in a test fixture with the same "
+                "loop scope as the tests"
+            )
+        raise RuntimeError(f"pool {self._name!r} was opened in {where}; {advice}")
+
+    def _known_closed(self, conn: C) -> bool:
+        """``driver.is_closed(conn)``, where a driver bug must not cost a slot: if it raises,
+        the connection's state is unknown, so it counts as closed (and is discarded)."""
+        try:
+            return self._is_closed(conn)
+        except Exception as error:
+            logger.warning(
+                "pool %r: the driver's is_closed() raised, so the connection is treated as "
+                "closed: %s",
+                self._name,
+                describe(error),
+            )
+            return True
+
+    def _terminated_while_lent(self, conn: object) -> bool:
+        """Whether ``close()`` terminated ``conn`` while it was lent: its release is too late,
+        and harmless."""
+        if isinstance(conn, Lease):
+            return conn._lender is self and conn._given_back_after_close()
+        return self._books.forget_abandoned(id(conn))
+
+    def _refused_handle(self, conn: object, action: str) -> ValueError:
+        """The error for a release or detach of something this pool has not lent out now."""
+        books = self._books
+        if isinstance(conn, Lease) and conn._lender is self:
+            self._counters.stale_releases += 1
+            return ValueError(
+                f"cannot {action} this connection: it was already {conn._ending} (a second "
+                "release, or a handle kept from an earlier acquire); nothing was changed"
+            )
+        record = books.in_use.get(id(conn))
+        if record is not None and record.conn is conn and record.handle is not None:
+            return ValueError(
+                f"cannot {action} the driver's own connection: {action} the object that "
+                "pool.acquire() returned"
+            )
+        if any(idle.conn is conn for idle in books.idle) or (
+            record is not None and record.conn is conn
+        ):
+            self._counters.stale_releases += 1
+            return ValueError(
+                f"cannot {action} a connection already released to {self!r}: {action} each "
+                "acquired connection once (`async with pool.acquire()` does it for you)"
+            )
+        return ValueError(
+            f"cannot {action} {conn.__class__.__name__} object: it was not acquired from "
+            f"{self!r} (or it was detached, or already released); {action} a connection "
+            "to the pool that lent it"
+        )
+
+    def _count_stale_use(self) -> None:
+        """A lease refused a use after its end (see ``Lease._refusal``)."""
+        self._counters.stale_uses += 1
 
     def _invariant_errors(self) -> list[str]:
-        """Describe every broken invariant of the books (empty when all hold). Used by tests."""
-        errors: list[str] = []
-        size = self._size()
-        if self._opening and size > self._settings.max_size:
-            # (Without opening, size may exceed max_size only after resize() shrank the bound.)
-            errors.append(f"opening connections beyond max_size {self._settings.max_size}")
-        if self._opening < 0 or self._closing < 0:
-            errors.append(f"negative counts: opening={self._opening} closing={self._closing}")
-        probes = self._breaker.probes
-        if not 0 <= probes <= min(1, self._opening):
-            errors.append(f"{probes} probes under way, {self._opening} connects opening")
-        idle_ids = {id(record.conn) for record in self._idle}
-        if len(idle_ids) != len(self._idle):
-            errors.append("a connection is idle twice")
-        if idle_ids & self._in_use.keys():
-            errors.append("a connection is both idle and in use")
-        if self._idle and self._waiters:
-            errors.append("acquirers wait while connections are idle")
-        if (
-            self._state is _State.OPEN
-            and len(self._waiters) > self._opening
-            and size < self._settings.max_size
-            and self._opening < GROWTH_AT_ONCE
-        ):
-            errors.append("acquirers wait while a connection could be opening for them")
-        if self._state is _State.CLOSED and size:
-            errors.append(f"closed pool still holds {size} connections")
-        lent = {key for key, record in self._in_use.items() if record.handle is not None}
-        if {id(record.conn) for record in self._lent.values()} != lent:
-            errors.append("the lent records and the records with a handle differ")
-        holders = [(key, _deref(record.handle)) for key, record in self._lent.items()]
-        if any(holder is not None and id(holder) != key for key, holder in holders):
-            errors.append("a lent record is filed under another handle")
+        """Describe every broken invariant of the books and the breaker (empty when all hold).
+        Used by tests."""
+        errors = self._books.invariant_errors(
+            accepting=self._state is _State.OPEN, closed=self._state is _State.CLOSED
+        )
+        probes, opening = self._breaker.probes, self._books.opening
+        if not 0 <= probes <= min(1, opening):
+            errors.append(f"{probes} probes under way, {opening} connects opening")
         return errors
 
 
@@ -1477,58 +1331,6 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _Acquire(Generic[C]):
-    """What ``pool.acquire()`` returns: awaitable, and an async context manager.
-
-    ``await pool.acquire()`` runs ``__await__``. ``async with pool.acquire() as conn`` awaits
-    the object returned by ``__aenter__`` -- this same object -- and releases on exit. When an
-    idle connection is ready, ``__await__`` returns it without ever suspending: no task, no
-    future, no lock.
-    """
-
-    __slots__ = ("_awaited", "_conn", "_pool", "_timeout")
-
-    def __init__(self, pool: Pool[C], timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        # One object, one connection: entered twice, the first exit would release the
-        # connection the second user still holds (and the pool lend it to a third).
-        self._awaited = False
-
-    def __await__(self) -> Generator[Any, None, C]:
-        if self._awaited:
-            raise RuntimeError(
-                "this pool.acquire() was already awaited or entered: call pool.acquire() "
-                "once for each connection"
-            )
-        self._awaited = True
-        conn = self._pool._take_idle()
-        if conn is None:
-            conn = yield from self._pool._acquire_slowly(self._timeout).__await__()
-        self._conn = conn
-        return conn
-
-    if TYPE_CHECKING:
-        # What type checkers see: the async context manager protocol as typeshed spells it, so
-        # pool.acquire() fits AbstractAsyncContextManager[C] (AsyncExitStack, helpers typed
-        # with it). At run time __aenter__ returns this object, whose await gives the same C
-        # without creating a coroutine on the fast path.
-        async def __aenter__(self) -> C: ...
-
-    else:
-
-        def __aenter__(self):
-            return self
-
-    def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Coroutine[Any, Any, None]:
-        return self._pool.release(self._conn)
-
-
 def _lease_class_of(driver: object) -> type[Lease[Any]] | None:
     """The driver's ``lease_class`` (see ``aiodbpool.SupportsLease``), checked; None without."""
     lease_class = getattr(driver, "lease_class", None)
@@ -1537,7 +1339,8 @@ def _lease_class_of(driver: object) -> type[Lease[Any]] | None:
     if not (isinstance(lease_class, type) and issubclass(lease_class, Lease)):
         raise TypeError(
             f"driver {type(driver).__name__} has a lease_class that is not aiodbpool.Lease or a "
-            f"subclass of it: {lease_class!r}"
+            f"subclass of it: {lease_class!r} (subclass aiodbpool.Lease, or remove lease_class "
+            "to lend the connections themselves)"
         )
     return lease_class
 
@@ -1552,11 +1355,6 @@ def _lease_collector(pool_ref: weakref.ref[Pool[Any]]) -> Callable[[weakref.ref[
             pool._lease_collected(lease_ref)
 
     return lease_collected
-
-
-def _deref(handle: object) -> object:
-    """What a record's ``handle`` stands for: the lease (None once collected), or the connection."""
-    return handle() if isinstance(handle, weakref.ref) else handle
 
 
 def _never() -> bool:

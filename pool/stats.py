@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from .histogram import DurationHistogram
+
+if TYPE_CHECKING:
+    from ._books import Removal
 
 __all__ = ["PoolStats"]
 
@@ -104,3 +107,47 @@ class PoolStats:
             histogram: DurationHistogram = getattr(self, name)
             data[name] = histogram.as_dict()
         return data
+
+
+@dataclass(slots=True)
+class Counters:
+    """The running counters behind ``PoolStats``, live; only the pool changes them."""
+
+    acquired: int = 0
+    waited: int = 0
+    timeouts: int = 0
+    exhausted: int = 0
+    created: int = 0
+    closed: int = 0
+    connect_errors: int = 0
+    validation_failures: int = 0
+    discarded: int = 0
+    evicted_idle: int = 0
+    evicted_lifetime: int = 0
+    wait_time_total: float = 0.0
+    wait_time_max: float = 0.0
+    stale_releases: int = 0
+    stale_uses: int = 0
+    reclaimed: int = 0
+
+    def count_wait(self, seconds: float) -> None:
+        """Count an acquire that took the slow path and waited ``seconds`` in all."""
+        self.waited += 1
+        self.wait_time_total += seconds
+        self.wait_time_max = max(self.wait_time_max, seconds)
+
+    def count_removal(self, reason: Removal) -> None:
+        """Count a connection the pool lets go under its reason's counter."""
+        match reason:
+            case "discarded":
+                self.discarded += 1
+            case "evicted_idle":
+                self.evicted_idle += 1
+            case "evicted_lifetime":
+                self.evicted_lifetime += 1
+            case "reclaimed":
+                self.reclaimed += 1
+            case "closed":
+                pass  # the pool is closing: counted in ``closed`` once the close is done
+            case _:
+                assert_never(reason)

@@ -58,7 +58,7 @@ async def test_with_leak_timeout_the_warning_shows_where_it_was_acquired(
 async def test_without_leak_timeout_no_stack_is_captured() -> None:
     async with Pool(FakeDriver(), clock=FakeClock()) as pool:
         conn = await pool.acquire()
-        assert all(record.acquired_stack is None for record in pool._in_use.values())
+        assert all(record.acquired_stack is None for record in pool._books.in_use.values())
         await pool.release(conn)
 
 
