@@ -122,22 +122,28 @@ class _Acquire(Generic[C]):
     if TYPE_CHECKING:
         # What type checkers see: the async context manager protocol as typeshed spells it, so
         # pool.acquire() fits AbstractAsyncContextManager[C] (AsyncExitStack, helpers typed
-        # with it). At run time __aenter__ returns this object, whose await gives the same C
-        # without creating a coroutine on the fast path.
+        # with it). At run time neither makes a coroutine on the fast path: __aenter__ returns
+        # this object, whose await gives the same C, and __aexit__ releases at once and returns
+        # a future already done, whose await never suspends.
         async def __aenter__(self) -> C: ...
+
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
 
     else:
 
         def __aenter__(self):
             return self
 
-    def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Coroutine[Any, Any, None]:
-        return self._pool.release(self._conn)
+        def __aexit__(self, exc_type, exc, tb):
+            # Pool.release without its coroutine (see Pool._release_now).
+            pool = self._pool
+            finishing = pool._release_now(self._conn)
+            return pool._released if finishing is None else finishing
 
 
 class Pool(Generic[C]):
@@ -278,6 +284,10 @@ class Pool(Generic[C]):
         self._close_requested = False  # close() was called: a failing open() must not undo it
         self._opened: asyncio.Future[None] | None = None  # done when the last open() finished
         self._loop: asyncio.AbstractEventLoop | None = None
+        # What `async with pool.acquire()` awaits at its exit once the release is done: a
+        # future already done, made when the pool opens (awaiting one never suspends, and costs
+        # less than any coroutine); until then, an awaitable that does nothing.
+        self._released: Awaitable[None] = _NothingToAwait()
         # The thread running that loop, and its is_running(). The fast paths check both, which
         # costs far less than asyncio.get_running_loop(): a thread runs one loop at a time, so
         # if the pool's loop is running and this is its thread, the running loop is the pool's.
@@ -474,6 +484,17 @@ class Pool(Generic[C]):
         acquire), raises ``ValueError`` and changes nothing. (With a driver that has no leases,
         the pool can tell a stale handle only while its connection is not lent again.)
         """
+        finishing = self._release_now(conn)
+        if finishing is not None:
+            # cancel: the releasing task stops waiting; the reset goes on and returns the
+            # connection (it runs in a task of the pool's own, shielded)
+            await finishing
+
+    def _release_now(self, conn: C) -> asyncio.Future[None] | None:
+        """All of ``release`` that does not wait: end the lend, reset the connection and return
+        it to the pool. Return None when that is done -- a clean reset, the fast path -- or what
+        to await when the reset waits on the server: it then goes on in a task of the pool's own.
+        ``_Acquire.__aexit__`` calls this directly, so the fast path creates no coroutine."""
         books = self._books
         if (get_ident() != self._thread or not self._loop_running()) and id(conn) in books.lent:
             # (A handle not lent out is refused below, whatever the loop.)
@@ -481,7 +502,7 @@ class Pool(Generic[C]):
         record = books.end_lend(id(conn))
         if record is None:
             if self._terminated_while_lent(conn):
-                return  # close() already terminated it
+                return None  # close() already terminated it
             raise self._refused_handle(conn, "release")
         # What the borrower left behind (statements still running, listeners): usually None.
         leftover = None
@@ -504,18 +525,17 @@ class Pool(Generic[C]):
             self._reset_failed(record, error)
             if not isinstance(error, Exception):
                 raise
-            return
+            return None
         if unfinished is None:
             self._return_to_pool(record, now)  # nothing awaited since end_lend: still booked
-            return
+            return None
         # The connection was dirty and the reset waits on the server. It goes on in a task of
         # the pool's own, so that it completes (within reset_timeout) even when the releasing
         # task is cancelled -- which under anyio, as in FastAPI and Starlette, means every await
         # left in a cancelled scope: awaited directly, the rollback would be cancelled too, and
-        # every cancelled borrower's connection thrown away.
+        # every cancelled borrower's connection thrown away. The releaser awaits it shielded.
         finishing = _connections.spawn(self, self._finish_reset(record, unfinished), "reset")
-        # cancel: the releasing task stops waiting; the reset goes on and returns the connection
-        await asyncio.shield(finishing)
+        return asyncio.shield(finishing)
 
     async def _finish_reset(self, record: Record[C], unfinished: Awaitable[None]) -> None:
         """Await the rest of a reset within ``reset_timeout``, then pool the connection or, if
@@ -713,6 +733,9 @@ class Pool(Generic[C]):
         self._loop_running = self._loop.is_running
         self._pid = os.getpid()
         self._state = _State.OPEN
+        released = self._loop.create_future()
+        released.set_result(None)
+        self._released = released
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._closed_event = asyncio.Event()
@@ -1355,6 +1378,16 @@ def _lease_collector(pool_ref: weakref.ref[Pool[Any]]) -> Callable[[weakref.ref[
             pool._lease_collected(lease_ref)
 
     return lease_collected
+
+
+class _NothingToAwait:
+    """An awaitable that finishes at once, for ``Pool._released`` before the pool opens."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # (a generator that ends at once)
 
 
 def _never() -> bool:

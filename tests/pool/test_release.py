@@ -190,15 +190,27 @@ async def test_reset_timeout_bounds_a_stalled_reset_and_discards_the_connection(
         check_books(pool)
 
 
-async def test_releasing_task_cancelled_during_the_reset_leaves_the_reset_to_finish() -> None:
+@pytest.mark.parametrize("way", ["release", "async with"])
+async def test_releasing_task_cancelled_during_the_reset_leaves_the_reset_to_finish(
+    way: str,
+) -> None:
     """The reset goes on in the pool's own task: the connection is rolled back and pooled, not
-    thrown away because its borrower was cancelled."""
+    thrown away because its borrower was cancelled (whether it called ``release`` or left
+    ``async with``, whose exit takes a path of its own)."""
     driver = FakeDriver(reset_latency=0.05)
     async with Pool(driver, max_size=1, clock=FakeClock()) as pool:
-        conn = await pool.acquire()
+        acquiring = pool.acquire()
+        conn = await acquiring
         await conn.execute("BEGIN")
         raw = raw_connection(conn)
-        releasing = asyncio.create_task(pool.release(conn))
+
+        async def leave() -> None:
+            if way == "release":
+                await pool.release(conn)
+            else:
+                await acquiring.__aexit__(None, None, None)
+
+        releasing = asyncio.create_task(leave())
         await asyncio.sleep(0)  # the release has started, and waits for the rollback
 
         releasing.cancel()
@@ -209,6 +221,23 @@ async def test_releasing_task_cancelled_during_the_reset_leaves_the_reset_to_fin
         assert not raw.closed
         assert not raw.in_transaction
         assert (pool.stats().size, pool.stats().discarded) == (1, 0)
+        check_books(pool)
+
+
+async def test_a_clean_release_at_the_exit_of_async_with_is_done_before_anything_is_awaited() -> (
+    None
+):
+    """The exit of ``async with pool.acquire()`` makes no coroutine: the connection is back in
+    the pool when ``__aexit__`` returns, and what it returns is already done."""
+    async with Pool(FakeDriver(), clock=FakeClock()) as pool:
+        acquiring = pool.acquire()
+        await acquiring
+
+        exiting = acquiring.__aexit__(None, None, None)
+
+        assert pool.stats().idle == 1
+        with pytest.raises(StopIteration):  # its first step finishes it: it never suspends
+            next(exiting.__await__())
         check_books(pool)
 
 
