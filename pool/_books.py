@@ -179,6 +179,16 @@ class Books(Generic[C]):
         record.uses += 1
         record.acquired_at = now
 
+    def lend_idle(self, record: Record[C], key: int, handle: object, now: float) -> None:
+        """Lend the top idle record, ``record``, to a caller (the fast path): ``take_top_idle``
+        and ``lend`` in one step, written out because it runs on every fast acquire."""
+        self.idle.pop()
+        self.in_use[id(record.conn)] = record
+        self.lent[key] = record
+        record.handle = handle
+        record.uses += 1
+        record.acquired_at = now
+
     def end_lend(self, key: int) -> Record[C] | None:
         """The caller gave back what it holds under ``key``: return its record, still booked
         in use (to be reset), or None if nothing is lent under that key."""

@@ -341,7 +341,7 @@ class Pool(Generic[C]):
             return None
         if unfit:
             return None
-        return self._hand_out(self._books.take_top_idle(), now)
+        return self._hand_out(record, now, idle=True)
 
     async def _acquire_slowly(self, timeout: float | None) -> C:
         """The slow path: wait in line, validate or connect, all within one deadline."""
@@ -450,18 +450,24 @@ class Pool(Generic[C]):
             return False
         return True
 
-    def _hand_out(self, record: Record[C], now: float) -> C:
-        """Lend a record, booked in use, to a caller: under a new lease, if the driver has them
-        (the caller's type checker sees the driver's connection type all the same)."""
+    def _hand_out(self, record: Record[C], now: float, *, idle: bool = False) -> C:
+        """Lend a record to a caller: the top idle one (``idle``, the fast path), or one booked
+        in use. Under a new lease, if the driver has them (the caller's type checker sees the
+        driver's connection type all the same)."""
         lease_class = self._lease_class
+        held: object
         if lease_class is None:
             handle: object = record.conn
-            self._books.lend(record, id(handle), handle, now)
+            held = handle
         else:
             handle = lease_class(record.conn, self)
             # Held weakly: a lease whose holder drops it without a release is collected, and
             # the callback gives its slot back (_lease_collected).
-            self._books.lend(record, id(handle), weakref.ref(handle, self._on_lease_collected), now)
+            held = weakref.ref(handle, self._on_lease_collected)
+        if idle:
+            self._books.lend_idle(record, id(handle), held, now)
+        else:
+            self._books.lend(record, id(handle), held, now)
         self._counters.acquired += 1
         if self._leak_timeout is not None:
             record.acquired_stack = capture_stack(_POOL_FRAMES_ON_ACQUIRE)

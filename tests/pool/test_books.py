@@ -70,6 +70,20 @@ def test_a_connection_goes_from_slot_to_idle_to_lent_and_back() -> None:
     balanced(books)
 
 
+def test_the_fast_path_lends_the_top_idle_connection_in_one_step() -> None:
+    books: Books[Conn] = Books(min_size=0, max_size=2)
+    below, top = parked(books, 2)
+    handle = object()
+    books.lend_idle(top, id(handle), handle, now=3.0)
+    assert (list(books.idle), books.in_use, books.lent) == (
+        [below],
+        {id(top.conn): top},
+        {id(handle): top},
+    )
+    assert (top.handle, top.uses, top.acquired_at) == (handle, 1, 3.0)
+    balanced(books)
+
+
 def test_a_failed_connect_gives_its_slot_back() -> None:
     books: Books[Conn] = Books(min_size=0, max_size=1)
     books.reserve_slots(1)
