@@ -83,7 +83,11 @@ async def connect(
 def _connect_error(pool: Pool[Any], error: Exception) -> PoolConnectError:
     """The error an acquirer gets for a failed connect, ``error`` chained as its cause."""
     if isinstance(error, TimeoutError) and pool._options.connect_timeout is not None:
-        reason = f"connect timed out after {pool._options.connect_timeout:g}s"
+        reason = (
+            f"connect timed out after {pool._options.connect_timeout:g}s (connect_timeout): "
+            "check that the database is reachable, or raise connect_timeout if it is slow to "
+            "accept connections"
+        )
     elif isinstance(error, _LeftInTransaction):
         reason = str(error)
     else:

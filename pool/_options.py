@@ -95,7 +95,10 @@ class PoolOptions:
         that errors keep the order they have always had.
         """
         if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+            raise ValueError(
+                f"name must be a non-empty string (it names the pool in logs, stats and errors), "
+                f"got {name!r}"
+            )
         check_driver(driver)
         min_ = check_count("min_size", min_size, minimum=0)
         max_ = check_count("max_size", max_size, minimum=1)
@@ -122,7 +125,8 @@ class PoolOptions:
         backoff_cap = check_seconds("backoff_max", backoff_max)
         if backoff_first > backoff_cap:
             raise ValueError(
-                f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap})"
+                f"backoff_initial ({backoff_first}) must not exceed backoff_max ({backoff_cap}): "
+                "lower backoff_initial or raise backoff_max"
             )
         threshold = check_count("breaker_threshold", breaker_threshold, minimum=1, allow_none=True)
         return cls(

@@ -863,7 +863,11 @@ class Pool(Generic[C]):
         books = self._books
         self._state = _State.CLOSING
         books.fail_all_waiters(
-            lambda: PoolClosed(f"pool {self._name!r} is closed", pool_name=self._name)
+            lambda: PoolClosed(
+                f"pool {self._name!r} was closed while this acquirer waited for a connection "
+                "(close() fails the acquirers still waiting)",
+                pool_name=self._name,
+            )
         )
         if self._maintenance_task is not None:
             self._maintenance_task.cancel()
@@ -1153,7 +1157,8 @@ class Pool(Generic[C]):
         error = PoolConnectError(
             f"pool {self._name!r} is not opening connections: the last "
             f"{breaker.errors_in_a_row} connects failed (circuit breaker open, next probe in "
-            f"{wait:.2f}s)" + (f": {describe(cause)}" if cause is not None else ""),
+            f"{wait:.2f}s; check that the database is up and accepts the pool's connections)"
+            + (f": {describe(cause)}" if cause is not None else ""),
             pool_name=self._name,
         )
         error.__cause__ = cause

@@ -7,7 +7,6 @@ does; these show what each step does to the books.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import weakref
 from typing import Any
@@ -297,9 +296,3 @@ def test_a_record_filed_under_another_handle_is_found() -> None:
     assert books.invariant_errors(accepting=False, closed=False) == [
         "a lent record is filed under another handle"
     ]
-
-
-async def test_no_step_awaits() -> None:
-    """The books change in one step each: none of their methods is a coroutine function."""
-    steps = [getattr(Books, name) for name in dir(Books) if not name.startswith("__")]
-    assert not [step for step in steps if asyncio.iscoroutinefunction(step)]

@@ -75,6 +75,13 @@ def changes_of_the_books(source: str) -> list[tuple[int, str]]:
     return sorted(set(found))
 
 
+def test_the_books_never_await() -> None:
+    """Each change of the books is one synchronous step: no await, no async function."""
+    tree = ast.parse((POOL / "_books.py").read_text(encoding="utf-8"))
+    suspending = (ast.Await, ast.AsyncFor, ast.AsyncWith, ast.AsyncFunctionDef)
+    assert not [node.lineno for node in ast.walk(tree) if isinstance(node, suspending)]
+
+
 def test_the_field_list_is_the_books_own() -> None:
     from aiodbpool._books import Books
 
