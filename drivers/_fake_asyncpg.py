@@ -62,7 +62,10 @@ class FakeRecord:
         self._values = tuple(values)
         self._names = tuple(names)
         if len(self._names) != len(self._values):
-            raise ValueError(f"{len(self._values)} values for the names {self._names!r}")
+            raise ValueError(
+                f"FakeRecord(): {len(self._values)} values for the names {self._names!r}: give "
+                "one value per name"
+            )
         self._index = _index_of(self._names)
 
     @classmethod

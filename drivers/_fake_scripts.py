@@ -146,7 +146,10 @@ def _rows_and_columns(
     if names is None:
         names = next((tuple(row) for row in given if isinstance(row, Mapping)), None)
     if names is not None and not all(isinstance(name, str) for name in names):
-        raise TypeError(f"column names must be strings, got {names!r}")
+        raise TypeError(
+            f"column names must be strings, got {names!r}: name the columns with str, in "
+            "columns= or as the keys of dict rows"
+        )
     result: list[Row] = []
     for number, row in enumerate(given, 1):
         if isinstance(row, Mapping):
@@ -159,7 +162,10 @@ def _rows_and_columns(
             result.append(tuple(row[name] for name in names))
         elif isinstance(row, Sequence) and not isinstance(row, str | bytes):
             if names is not None and len(row) != len(names):
-                raise ValueError(f"row {number} has {len(row)} values for the columns {names!r}")
+                raise ValueError(
+                    f"row {number} has {len(row)} values for the columns {names!r}: give one "
+                    "value per column"
+                )
             result.append(tuple(row))
         else:
             raise TypeError(

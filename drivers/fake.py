@@ -183,10 +183,13 @@ class _FailureScript:
         """Whether the next call will fail."""
         return self._remaining is None or self._remaining > 0
 
-    def set(self, n: int | None, error: BaseException | None) -> None:
-        """Fail the next ``n`` calls (``None``: all of them), replacing any earlier script."""
+    def set(self, n: int | None, error: BaseException | None, *, call: str) -> None:
+        """Fail the next ``n`` calls (``None``: all of them), replacing any earlier script;
+        ``call`` is the method that was called, named in errors."""
         if n is not None and n < 0:
-            raise ValueError(f"n must be >= 0 or None, got {n!r}")
+            raise ValueError(
+                f"{call}(): n must be >= 0, or None for every call until heal(); got {n!r}"
+            )
         self._remaining = n
         self._error = error
 
@@ -228,10 +231,13 @@ class _Stall:
         """Calls held right now."""
         return len(self._events)
 
-    def arm(self, n: int | None) -> None:
-        """Stall the next ``n`` calls (None: every call until ``release``)."""
+    def arm(self, n: int | None, *, call: str) -> None:
+        """Stall the next ``n`` calls (None: every call until ``release``); ``call`` is the
+        method that was called, named in errors."""
         if n is not None and n < 1:
-            raise ValueError(f"n must be at least 1 (or None), got {n!r}")
+            raise ValueError(
+                f"{call}(): n must be at least 1, or None for every call until heal(); got {n!r}"
+            )
         self.active = True
         self._remaining = n
 
@@ -649,35 +655,35 @@ class FakeDriver(Generic[C]):
 
     def fail_next_connects(self, n: int = 1, error: BaseException | None = None) -> None:
         """Make the next ``n`` connects raise ``error`` (default: "connection refused")."""
-        self._connect_failures.set(n, error)
+        self._connect_failures.set(n, error, call="fail_next_connects")
 
     def fail_connects(self, error: BaseException | None = None) -> None:
         """Make every connect raise ``error`` (default: "connection refused") until ``heal``."""
-        self._connect_failures.set(None, error)
+        self._connect_failures.set(None, error, call="fail_connects")
 
     def stall_connects(self) -> None:
         """Make connects never return until ``heal``, like a black-holed server."""
-        self._connect_stall.arm(None)
+        self._connect_stall.arm(None, call="stall_connects")
 
     def fail_pings(self, n: int | None = None) -> None:
         """Make the next ``n`` pings raise ``FakeConnectionError`` (None: all until heal)."""
-        self._ping_failures.set(n, None)
+        self._ping_failures.set(n, None, call="fail_pings")
 
     def stall_pings(self) -> None:
         """Make pings never return until ``heal``."""
-        self._ping_stall.arm(None)
+        self._ping_stall.arm(None, call="stall_pings")
 
     def fail_resets(self, n: int | None = None) -> None:
         """Make the next ``n`` resets raise ``FakeDatabaseError`` (None: all until heal).
 
         This applies to every reset, clean connection or not.
         """
-        self._reset_failures.set(n, None)
+        self._reset_failures.set(n, None, call="fail_resets")
 
     def stall_resets(self, n: int | None = None) -> None:
         """Make the next ``n`` resets (None: all) never return until ``heal``, clean connection
         or not."""
-        self._reset_stall.arm(n)
+        self._reset_stall.arm(n, call="stall_resets")
 
     def heal(self) -> None:
         """Undo every ``fail_*`` and ``stall_*``; stalled calls then proceed normally.
@@ -866,7 +872,10 @@ class FakeDriver(Generic[C]):
     def _check_owner(self, conn: FakeConnectionBase) -> None:
         """Refuse a connection of another driver, whose id would mix up this driver's counts."""
         if conn._driver is not self:
-            raise ValueError(f"{conn!r} belongs to another FakeDriver")
+            raise ValueError(
+                f"{conn!r} belongs to another FakeDriver: pass a connection only to the driver "
+                "that opened it"
+            )
 
     def _check_alive(self, conn: FakeConnectionBase) -> None:
         """Raise if ``conn`` cannot do I/O; a failed I/O is how a silent break gets noticed."""
@@ -897,7 +906,7 @@ class FakeClock:
 
     def __init__(self, start: float = 0.0) -> None:
         if math.isnan(start):
-            raise ValueError("start must be a number, got nan")
+            raise ValueError("FakeClock(): start must be a number of seconds, not nan")
         self._now = float(start)
 
     def __call__(self) -> float:
@@ -912,7 +921,10 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move the time forward by ``seconds``; a monotonic clock never goes back."""
         if not seconds >= 0:  # also rejects NaN
-            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+            raise ValueError(
+                "FakeClock.advance(): seconds must be >= 0 (the clock never goes back), "
+                f"got {seconds!r}"
+            )
         self._now += seconds
 
     def __repr__(self) -> str:
@@ -941,14 +953,17 @@ def from_url(url: str, **options: Any) -> FakeDriver[Any]:
     """
     parts = urlsplit(url)
     if parts.scheme != "fake":
-        raise ValueError(f"not a fake:// URL: {redact_url(url)!r}")
+        raise ValueError(
+            f"not a fake:// URL: {redact_url(url)!r} (expected fake://, or e.g. "
+            "fake://?query_latency=0.01)"
+        )
     known = (*_LATENCY_OPTIONS, "api", "strict")
     params: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in known:
             raise ValueError(f"unknown fake:// URL parameter {name!r}; known: {', '.join(known)}")
         if name in params:
-            raise ValueError(f"fake:// URL parameter {name!r} is given more than once")
+            raise ValueError(f"fake:// URL parameter {name!r} is given more than once: keep one")
         params[name] = _url_value(name, value)
     params.update(options)
     return FakeDriver(**params)

@@ -285,7 +285,10 @@ class PostgresDriver:
         if inspect.isawaitable(answer):
             answer = await answer
         if not isinstance(answer, str):
-            raise TypeError(f"the password function returned {type(answer).__name__}, not a string")
+            raise TypeError(
+                f"the password function returned {type(answer).__name__}, not a string: make "
+                "the function given as password= return the password as a str"
+            )
         self._secrets.remember(answer)
         return answer
 
@@ -398,10 +401,14 @@ def _check_host(dsn: str, host_and_port: str) -> None:
     else:
         host, _, port = host_and_port.partition(":")
     if port and not (port.isdecimal() and 0 <= int(port) <= 65535):
-        raise ValueError(f"the port in {redact_url(dsn)!r} is not a number between 0 and 65535")
+        raise ValueError(
+            f"the port in {redact_url(dsn)!r} is not a number between 0 and 65535: fix it, or "
+            "leave it out to use the default port"
+        )
     if any(char.isspace() for char in host):
         raise ValueError(
-            f"the host in {redact_url(dsn)!r} contains whitespace: no host name has any"
+            f"the host in {redact_url(dsn)!r} contains whitespace, which no host name has: "
+            "remove it"
         )
 
 

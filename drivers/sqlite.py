@@ -389,7 +389,10 @@ class SQLiteDriver:
         pragmas: list[tuple[str, str]] = []
         if memory:
             if mode != "rwc":
-                raise ValueError(f"mode={mode!r} does not apply to {MEMORY!r} (files only)")
+                raise ValueError(
+                    f"mode={mode!r} does not apply to {MEMORY!r} (files only): leave mode out, "
+                    "or open a file"
+                )
             # A name of our own, starting with "/": memdb shares it within this process.
             uri = f"file:/aiodbpool-{uuid.uuid4().hex}?vfs=memdb"
         else:
@@ -431,7 +434,9 @@ class SQLiteDriver:
     async def connect(self) -> aiosqlite.Connection:
         """Open a configured connection, then run ``init`` with it."""
         if self._closed:
-            raise RuntimeError(f"{self!r} is closed: aclose() released its database")
+            raise RuntimeError(
+                f"{self!r} is closed: aclose() released its database; make a new SQLiteDriver"
+            )
         if self._memory and self._keepalive is None:
             self._keep_memory_database()
         opener = _Opener(self._settings)
@@ -699,6 +704,11 @@ _URL_PARAMETERS: Final[dict[str, Callable[[str], object]]] = {
     "transaction_mode": str,
 }
 _DRIVER_OPTIONS: Final = (*_URL_PARAMETERS, "init")
+_URL_VALUES: Final = {
+    "busy_timeout": "a number of seconds, such as 5",
+    "foreign_keys": "1/0, true/false, on/off or yes/no",
+}
+"""What the URL parameters that can fail to convert take, for their errors."""
 
 
 def from_url(url: str, **options: Any) -> SQLiteDriver:
@@ -712,14 +722,17 @@ def from_url(url: str, **options: Any) -> SQLiteDriver:
     parts = urlsplit(url)
     shown = redact_url(url)
     if parts.scheme != "sqlite":
-        raise ValueError(f"not a sqlite:// URL: {shown!r}")
+        raise ValueError(f"not a sqlite:// URL: {shown!r}; expected {_URL_FORMS}")
     if parts.netloc:
         raise ValueError(
             f"sqlite URL {shown!r} names a host ({redact_url(parts.netloc)!r}), but SQLite opens "
             f"local files: use {_URL_FORMS}"
         )
     if parts.fragment:
-        raise ValueError(f"sqlite URL {shown!r} has a #fragment; expected {_URL_FORMS}")
+        raise ValueError(
+            f"sqlite URL {shown!r} has a #fragment: write a '#' in the file name as %23; "
+            f"expected {_URL_FORMS}"
+        )
     path = unquote(parts.path)
     if not path.startswith("/") or path == "/":
         raise ValueError(f"sqlite URL {shown!r} names no database; expected {_URL_FORMS}")
@@ -731,11 +744,14 @@ def from_url(url: str, **options: Any) -> SQLiteDriver:
                 f"unknown sqlite:// URL parameter {name!r}; known: {', '.join(_URL_PARAMETERS)}"
             )
         if name in params:
-            raise ValueError(f"sqlite:// URL parameter {name!r} is given more than once")
+            raise ValueError(f"sqlite:// URL parameter {name!r} is given more than once: keep one")
         try:
             params[name] = convert(text)
         except ValueError:
-            raise ValueError(f"sqlite:// URL parameter {name}={text!r} is not valid") from None
+            raise ValueError(
+                f"sqlite:// URL parameter {name}={text!r} is not valid: give "
+                f"{_URL_VALUES.get(name, 'another value')}"
+            ) from None
     for name in options:
         if name not in _DRIVER_OPTIONS:
             raise TypeError(

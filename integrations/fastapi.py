@@ -161,7 +161,10 @@ def lifespan(
         registered = _pools_of(app, create=True)
         taken = [pool.name for pool in started if pool.name in registered]
         if taken:
-            raise ValueError(f"this app already has an open pool named {taken[0]!r}")
+            raise ValueError(
+                f"this app already has an open pool named {taken[0]!r}: give each pool of an "
+                "app its own name, e.g. create_pool(url, name='replica')"
+            )
         opened: list[Pool[Any]] = []
         try:
             for pool in started:
@@ -355,7 +358,8 @@ def _transaction(pool: Pool[Any], conn: Any) -> AbstractAsyncContextManager[obje
     if not isinstance(driver, SupportsTransaction):
         raise TypeError(
             f"the driver of pool {pool.name!r} ({type(driver).__name__}) cannot run "
-            "transactions: it has no transaction() method (see aiodbpool.SupportsTransaction)"
+            "transactions: it has no transaction() method (see aiodbpool.SupportsTransaction); "
+            "use the connection dependency instead"
         )
     return driver.transaction(conn)
 
@@ -388,17 +392,20 @@ def connection_for(name: str) -> Callable[..., Awaitable[Any]]:
     return the same dependency, so a request gets one connection of that pool however many
     times it is asked for.
     """
-    return _named(name).connection
+    return _named(name, "connection_for").connection
 
 
 def transaction_for(name: str) -> Callable[..., Awaitable[Any]]:
     """The ``transaction`` dependency for the pool called ``name``."""
-    return _named(name).transaction
+    return _named(name, "transaction_for").transaction
 
 
-def _named(name: str) -> _Dependencies:
+def _named(name: str, call: str) -> _Dependencies:
     if not isinstance(name, str) or not name:
-        raise ValueError(f"a pool name is a non-empty string, got {name!r}")
+        raise ValueError(
+            f"{call}(): name must be a non-empty string, the name of a pool given to "
+            f"lifespan(); got {name!r}"
+        )
     found = _NAMED.get(name)
     if found is None:
         found = _NAMED[name] = _make_dependencies(name)

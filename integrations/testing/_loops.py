@@ -137,7 +137,9 @@ async def _last_step(generator: AsyncGenerator[Any, None]) -> None:
     except StopAsyncIteration:
         return
     await generator.aclose()
-    raise RuntimeError("a fixture's async steps must yield once")
+    raise RuntimeError(
+        "in_test_loop(): the steps() generator yielded twice; it must yield exactly once"
+    )
 
 
 def _installed(module: str) -> bool:

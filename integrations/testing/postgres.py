@@ -54,6 +54,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeAlias
 from urllib.parse import quote
 
+from aiodbpool.redaction import Secrets
+
 if TYPE_CHECKING:
     import pwd  # (imported when needed: the module also imports where there is no pwd)
 
@@ -122,7 +124,8 @@ def postgres_bin_dir() -> Path:
     bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
     if not (bin_dir / "pg_ctl").is_file():
         raise PostgresServerError(
-            f"pgserver is installed but has no PostgreSQL programs in {bin_dir}"
+            f"pgserver is installed but has no PostgreSQL programs in {bin_dir}: reinstall it "
+            "(pip install --force-reinstall pgserver), or pass bin_dir= to PostgresServer"
         )
     return bin_dir
 
@@ -261,9 +264,12 @@ class PostgresServer:
         max_connections: int = 200,
         bin_dir: Path | None = None,
     ) -> None:
-        for name in (user, database):
+        for option, name in (("user", user), ("database", database)):
             if not _IDENTIFIER.fullmatch(name):
-                raise ValueError(f"use a plain lowercase SQL identifier, not {name!r}")
+                raise ValueError(
+                    f"PostgresServer(): {option} must be a plain lowercase SQL identifier, "
+                    f"such as 'app', not {name!r}"
+                )
         self._user = user
         # A fresh password for each cluster: tests read it from here, never hard-code it.
         self._password = password if password is not None else secrets.token_hex(12)
@@ -296,7 +302,7 @@ class PostgresServer:
     def port(self) -> int:
         """The server's TCP port (also the number in its Unix socket's name)."""
         if self._port is None:
-            raise PostgresServerError("the server has not been started")
+            raise PostgresServerError("the server has not been started: call start() first")
         return self._port
 
     @property
@@ -467,7 +473,10 @@ class PostgresServer:
         """
         binary = pgbouncer_binary()
         if binary is None:
-            raise PostgresServerError("pgbouncer is not installed (Debian package 'pgbouncer')")
+            raise PostgresServerError(
+                "start_pgbouncer() needs the pgbouncer program, which is not installed: install "
+                "it (Debian package 'pgbouncer')"
+            )
         self.start()
         if self._bouncer is not None:
             if self._bouncer.poll() is None and self._bouncer_mode == pool_mode:
@@ -498,12 +507,10 @@ class PostgresServer:
         while not self._accepts(self._bouncer_port):
             if self._bouncer.poll() is not None:
                 self._bouncer = None
-                raise PostgresServerError(f"pgbouncer exited at start:\n{_tail(log, 40)}")
+                raise self._error(f"pgbouncer exited at start:\n{_tail(log, 40)}")
             if time.monotonic() > deadline:
                 self.stop_pgbouncer()
-                raise PostgresServerError(
-                    f"pgbouncer not listening after {_TIMEOUT}s:\n{_tail(log, 40)}"
-                )
+                raise self._error(f"pgbouncer not listening after {_TIMEOUT}s:\n{_tail(log, 40)}")
             time.sleep(0.01)
         self.timings["pgbouncer"] = time.perf_counter() - began
         return self._bouncer_dsn()
@@ -570,7 +577,10 @@ ignore_startup_parameters = extra_float_digits
     @property
     def _dir(self) -> Path:
         if self._base is None:
-            raise PostgresServerError("the server has not been started, or was closed")
+            raise PostgresServerError(
+                "the server has not been started, or was closed: call start() first (after "
+                "close(), make a new PostgresServer)"
+            )
         return self._base
 
     def _create(self) -> None:
@@ -676,11 +686,9 @@ ignore_startup_parameters = extra_float_digits
                 extra_groups=self._extra_groups if as_server else None,
             )
         except subprocess.TimeoutExpired as exc:
-            raise PostgresServerError(
-                f"{what} hung for {exc.timeout}s\n{self._log_section()}"
-            ) from None
+            raise self._error(f"{what} hung for {exc.timeout}s\n{self._log_section()}") from None
         if check and result.returncode != 0:
-            raise PostgresServerError(
+            raise self._error(
                 f"{what} failed (exit {result.returncode}):\n"
                 f"{(result.stdout + result.stderr).strip()}\n{self._log_section()}"
             )
@@ -688,6 +696,11 @@ ignore_startup_parameters = extra_float_digits
 
     def _log_section(self) -> str:
         return f"--- end of {self.log_path} ---\n{self.log_tail()}"
+
+    def _error(self, message: str) -> PostgresServerError:
+        """A ``PostgresServerError`` whose message, which may quote a statement, a program's
+        output or a log, shows no piece of the application role's password."""
+        return PostgresServerError(Secrets([self._password]).scrub(message))
 
     # The identity to give the server programs: None leaves ours.
     @property

@@ -142,6 +142,16 @@ def test_a_failed_start_says_why_from_the_server_log() -> None:
             server.start()
 
 
+def test_a_failed_step_quotes_no_piece_of_the_password(postgres_server: PostgresServer) -> None:
+    """The statement, psql's output and the server's log may all quote the password (as the
+    CREATE ROLE of a first start does): the error shows none of it."""
+    password = postgres_server.password
+    with pytest.raises(PostgresServerError, match=r"(?s)psql -c .*failed.*\*\*\*") as caught:
+        postgres_server.psql(f"SELECT '{password}'::int")
+    assert password[:6] not in str(caught.value)
+    assert password[-6:] not in str(caught.value)
+
+
 async def test_the_server_runs_from_a_clone_inside_a_private_directory(tmp_path: Path) -> None:
     """A clone in a 0700 directory (a home directory, ``mktemp -d``): as root, the server runs as
     another account, which may not enter it. The server then runs a copy of the programs, and
