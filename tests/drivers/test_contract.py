@@ -27,7 +27,7 @@ from aiodbpool import (
     create_pool,
     raw_connection,
 )
-from aiodbpool.drivers.fake import FakeDriver
+from aiodbpool.drivers.fake import FakeConnectionError, FakeDriver
 
 
 class Adapter:
@@ -36,6 +36,8 @@ class Adapter:
     name = ""
     # Whether the database can lose a connection's server side (PostgreSQL's backends).
     has_server_side = False
+    # What the driver's calls raise on a closed connection.
+    closed_error: type[Exception] = Exception
 
     def __init__(self, driver: Driver[Any]) -> None:
         self.driver = driver
@@ -62,6 +64,7 @@ class Adapter:
 class PostgresAdapter(Adapter):
     name = "postgres"
     has_server_side = True
+    closed_error = asyncpg.InterfaceError
 
     def __init__(self, driver: Driver[Any], dsn: str) -> None:
         super().__init__(driver)
@@ -90,6 +93,7 @@ class PostgresAdapter(Adapter):
 
 class SQLiteAdapter(Adapter):
     name = "sqlite"
+    closed_error = ValueError  # aiosqlite's
 
     async def execute(self, conn: Any, sql: str) -> None:
         await conn.execute(sql)
@@ -117,6 +121,7 @@ class SQLiteAdapter(Adapter):
 class FakeAdapter(Adapter):
     name = "fake"
     has_server_side = True
+    closed_error = FakeConnectionError
 
     async def execute(self, conn: Any, sql: str) -> None:
         await conn.execute(sql)
@@ -179,6 +184,10 @@ async def test_close_closes_and_is_closed_says_so(adapter: Adapter) -> None:
     conn = await adapter.driver.connect()
     await adapter.driver.close(conn)
     assert adapter.driver.is_closed(conn)
+    with pytest.raises(adapter.closed_error, match="closed"):
+        await adapter.driver.ping(conn)
+    await adapter.driver.close(conn)  # closing again does nothing
+    assert adapter.driver.is_closed(conn)
 
 
 @pytest.mark.parametrize("adapter", ALL, indirect=True)
@@ -211,6 +220,25 @@ async def test_reset_rolls_back_an_open_transaction(adapter: Adapter, conn: Any)
     await adapter.driver.ping(conn)  # still usable
 
 
+@pytest.mark.parametrize("adapter", ALL, indirect=True)
+async def test_a_release_rolls_back_what_its_user_left_and_lends_the_connection_again(
+    adapter: Adapter,
+) -> None:
+    pool: Pool[Any] = Pool(adapter.driver, max_size=1)
+    async with pool:
+        async with pool.acquire() as conn:
+            await adapter.execute(conn, "CREATE TABLE IF NOT EXISTS contract_release (n integer)")
+            await adapter.execute(conn, "DELETE FROM contract_release")
+            await adapter.execute(conn, "BEGIN")
+            await adapter.execute(conn, "INSERT INTO contract_release VALUES (1)")
+            first = raw_connection(conn)
+        async with pool.acquire() as conn:
+            assert raw_connection(conn) is first  # the same connection, cleaned
+            assert not adapter.in_transaction(conn)
+            assert await adapter.count(conn, "contract_release") in (0, None)
+        assert pool.stats().discarded == 0
+
+
 # ------------------------------------------------------------------ transactions
 
 
@@ -219,11 +247,17 @@ async def test_a_transaction_commits_on_success(adapter: Adapter, conn: Any) -> 
     assert isinstance(adapter.driver, SupportsTransaction)
     await adapter.execute(conn, "CREATE TABLE IF NOT EXISTS contract_commit (n integer)")
     await adapter.execute(conn, "DELETE FROM contract_commit")
-    async with adapter.driver.transaction(conn):
-        assert adapter.in_transaction(conn)
-        await adapter.execute(conn, "INSERT INTO contract_commit VALUES (1)")
-    assert not adapter.in_transaction(conn)
-    assert await adapter.count(conn, "contract_commit") in (1, None)
+    other = await adapter.driver.connect()
+    try:
+        async with adapter.driver.transaction(conn):
+            assert adapter.in_transaction(conn)
+            await adapter.execute(conn, "INSERT INTO contract_commit VALUES (1)")
+            assert await adapter.count(other, "contract_commit") in (0, None)  # not yet
+        assert not adapter.in_transaction(conn)
+        assert await adapter.count(conn, "contract_commit") in (1, None)
+        assert await adapter.count(other, "contract_commit") in (1, None)  # committed
+    finally:
+        await adapter.driver.close(other)
 
 
 @pytest.mark.parametrize("adapter", ALL, indirect=True)

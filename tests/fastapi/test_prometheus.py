@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from helpers import wait_for_waiters
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from aiodbpool import Pool, PoolExhausted
+from aiodbpool import ConnectionReleased, Pool, PoolExhausted
 from aiodbpool.drivers.fake import FakeClock, FakeDriver
 from aiodbpool.integrations.prometheus import PoolCollector, render
 
@@ -91,6 +92,23 @@ async def test_refusals_by_max_waiting_are_counted() -> None:
         await pool.release(await waiter)
     assert [type(error) for error in refused] == [PoolExhausted, PoolExhausted]
     assert samples[("aiodbpool_exhausted_total", (("pool_name", "busy"),))] == 2
+
+
+async def test_refused_releases_and_uses_are_counted() -> None:
+    async with Pool(FakeDriver(), name="app", max_size=1) as pool:
+        conn = await pool.acquire()
+        await pool.release(conn)
+        for _ in range(2):
+            with pytest.raises(ValueError, match="already released"):
+                await pool.release(conn)
+        with pytest.raises(ConnectionReleased):
+            await conn.fetchval("SELECT 1")
+        stats = pool.stats()
+        samples = _samples(render([pool])[0])
+    assert (stats.stale_releases, stats.stale_uses) == (2, 1)
+    pool_label = (("pool_name", "app"),)
+    assert samples[("aiodbpool_stale_releases_total", pool_label)] == 2
+    assert samples[("aiodbpool_stale_uses_total", pool_label)] == 1
 
 
 async def test_the_collector_works_in_an_applications_own_registry() -> None:
