@@ -34,10 +34,11 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 
 from ._leaks import Stack
 from ._waiters import Waiters
+from .events import Reason
 from .lease import Lease
 
 if TYPE_CHECKING:
@@ -50,9 +51,9 @@ C = TypeVar("C")
 GROWTH_AT_ONCE: Final = 2
 """At most this many connects run at once for waiting acquirers (see ``Pool._grow``)."""
 
-Removal = Literal["closed", "discarded", "evicted_idle", "evicted_lifetime", "reclaimed"]
+Removal: TypeAlias = Reason
 """Why the pool lets a connection go. Each reason but ``"closed"`` (the pool is closing) has its
-counter of the same name in ``PoolStats``."""
+counter of the same name in ``PoolStats``; ``aiodbpool.events.Removed`` reports it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -65,6 +66,7 @@ class Record(Generic[C]):
     released_at: float  # when it last became available (or was opened)
     acquired_at: float = 0.0
     uses: int = 0
+    lend: int = 0  # the number of its latest lend in the pool (see aiodbpool.events.Acquired)
     # What its borrower holds while it is lent: a weak reference to its Lease (so that a lease
     # its holder drops without a release can be collected, and the slot reclaimed), or the
     # connection itself for a driver without leases. None from its release until the next lend.

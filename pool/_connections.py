@@ -68,16 +68,13 @@ async def connect(
         if not isinstance(error, Exception):
             pool._use_free_room()
             raise
-        pool._connect_failed(error, backs_off=refill or probe)
+        pool._connect_failed(error, started, backs_off=refill or probe)
         failure = _connect_error(pool, error)
         if demand:
             pool._books.fail_oldest_waiter(failure)
         pool._use_free_room()
         raise failure from error
-    record = pool._book_connected(conn, generation, started, probe=probe)
-    if pool._breaker.connect_succeeded():
-        logger.info("pool %r: a connect succeeded; circuit breaker closed", pool._name)
-    return record
+    return pool._book_connected(conn, generation, started, probe=probe)
 
 
 def _connect_error(pool: Pool[Any], error: Exception) -> PoolConnectError:

@@ -49,7 +49,7 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
-from . import _connections, _options
+from . import _connections, _options, events
 from ._books import GROWTH_AT_ONCE, Books, Record, Removal
 from ._breaker import Backoff, Breaker
 from ._calls import begin, call_with_timeout, describe
@@ -298,6 +298,10 @@ class Pool(Generic[C]):
         self._thread: int | None = None
         self._loop_running: Callable[[], bool] = _never
         self._pid = os.getpid()  # the process that opened the pool (set again by open())
+        # Who is told of each event (see add_listener); a tuple, replaced whole on each change,
+        # so that a listener may add or remove listeners while it is being called.
+        self._listeners: tuple[events.Listener, ...] = ()
+        self._failed_listeners: list[events.Listener] = []  # each has been logged once
         # The callback of every lease's weak reference; it holds the pool weakly too.
         self._on_lease_collected = _lease_collector(weakref.ref(self))
         _POOLS.add(self)
@@ -359,6 +363,8 @@ class Pool(Generic[C]):
             if not deadline.expired():
                 raise
             self._counters.timeouts += 1
+            if self._listeners:
+                self._emit(events.TimedOut(self._name, self._clock() - started))
             books = self._books
             raise PoolTimeout(
                 f"pool {self._name!r} could not provide a connection within {limit:g}s "
@@ -374,9 +380,10 @@ class Pool(Generic[C]):
             # is closed), the caller gets the same error as any acquirer of a closed pool.
             self._return_to_pool(record, now)
             self._check_open()
-        self._counters.count_wait(now - started)
-        self._wait_time.record(now - started)
-        return self._hand_out(record, now)
+        waited = now - started
+        self._counters.count_wait(waited)
+        self._wait_time.record(waited)
+        return self._hand_out(record, now, wait=waited)
 
     async def _obtain(self) -> Record[C]:
         """Get a usable connection record, already booked in use."""
@@ -403,6 +410,8 @@ class Pool(Generic[C]):
             max_waiting = self._options.max_waiting
             if max_waiting is not None and books.queued_beyond_room() >= max_waiting:
                 self._counters.exhausted += 1
+                if self._listeners:
+                    self._emit(events.Exhausted(self._name, len(books.waiters)))
                 raise PoolExhausted(
                     f"pool {self._name!r} already has {len(books.waiters)} acquirers waiting "
                     f"(max_waiting={max_waiting}): raise max_waiting or max_size, or shed load "
@@ -450,10 +459,12 @@ class Pool(Generic[C]):
             return False
         return True
 
-    def _hand_out(self, record: Record[C], now: float, *, idle: bool = False) -> C:
+    def _hand_out(
+        self, record: Record[C], now: float, *, idle: bool = False, wait: float = 0.0
+    ) -> C:
         """Lend a record to a caller: the top idle one (``idle``, the fast path), or one booked
-        in use. Under a new lease, if the driver has them (the caller's type checker sees the
-        driver's connection type all the same)."""
+        in use, which took the acquire ``wait`` seconds. Under a new lease, if the driver has
+        them (the caller's type checker sees the driver's connection type all the same)."""
         lease_class = self._lease_class
         held: object
         if lease_class is None:
@@ -468,10 +479,14 @@ class Pool(Generic[C]):
             self._books.lend_idle(record, id(handle), held, now)
         else:
             self._books.lend(record, id(handle), held, now)
-        self._counters.acquired += 1
+        counters = self._counters
+        counters.acquired += 1
+        record.lend = counters.acquired
         if self._leak_timeout is not None:
             record.acquired_stack = capture_stack(_POOL_FRAMES_ON_ACQUIRE)
             record.leak_reported = False
+        if self._listeners:
+            self._emit(events.Acquired(self._name, record.lend, wait))
         return handle  # type: ignore[return-value]  # a Lease[C] stands in for a C
 
     def _give_back(self, record: Record[C]) -> None:
@@ -517,7 +532,10 @@ class Pool(Generic[C]):
             leftover = lease._end("released")
         raw = record.conn
         now = self._clock()
-        self._use_time.record(now - record.acquired_at)
+        held = now - record.acquired_at
+        self._use_time.record(held)
+        if self._listeners:
+            self._emit(events.Released(self._name, record.lend, held))
         unfinished: Awaitable[None] | None
         try:
             if self._interrupt is not None and _being_cancelled():
@@ -540,22 +558,29 @@ class Pool(Generic[C]):
         # task is cancelled -- which under anyio, as in FastAPI and Starlette, means every await
         # left in a cancelled scope: awaited directly, the rollback would be cancelled too, and
         # every cancelled borrower's connection thrown away. The releaser awaits it shielded.
-        finishing = _connections.spawn(self, self._finish_reset(record, unfinished), "reset")
+        finishing = _connections.spawn(self, self._finish_reset(record, unfinished, now), "reset")
         return asyncio.shield(finishing)
 
-    async def _finish_reset(self, record: Record[C], unfinished: Awaitable[None]) -> None:
-        """Await the rest of a reset within ``reset_timeout``, then pool the connection or, if
-        the reset failed, discard it. Never raises: it runs as a task nobody else awaits."""
+    async def _finish_reset(
+        self, record: Record[C], unfinished: Awaitable[None], started: float
+    ) -> None:
+        """Await the rest of a reset begun at ``started`` within ``reset_timeout``, then pool the
+        connection or, if the reset failed, discard it. Never raises: it runs as a task nobody
+        else awaits."""
         try:
             # cancel: none: entering and leaving a timeout never suspend
             async with asyncio.timeout(self._options.reset_timeout):
                 # cancel: only close() cancels this task; the connection is discarded
                 await unfinished
         except BaseException as error:
+            if self._listeners:
+                self._emit(events.Reset(self._name, self._clock() - started, ok=False))
             self._reset_failed(record, error)
             if not isinstance(error, (Exception, asyncio.CancelledError)):
                 raise
             return
+        if self._listeners:
+            self._emit(events.Reset(self._name, self._clock() - started, ok=True))
         if self._books.still_booked(record):  # (close() may have terminated it meanwhile)
             self._return_to_pool(record, self._clock())  # idle from now: the reset took time
 
@@ -641,13 +666,24 @@ class Pool(Generic[C]):
         terminated at once if the driver can, rather than closed politely, which frees the slot
         at once; the caller then lets it be used (``_use_free_room``).
         """
-        counters = self._counters
-        counters.count_removal(reason)
+        self._count_removal(reason)
         if hard and self._terminate is not None:
             _connections.terminate_quietly(self, record.conn)
-            counters.closed += 1
+            self._count_closed()
             return
         _connections.close_in_background(self, record.conn)
+
+    def _count_removal(self, reason: Removal) -> None:
+        """Count a connection the pool lets go, under its reason, and report it."""
+        self._counters.count_removal(reason)
+        if self._listeners:
+            self._emit(events.Removed(self._name, reason))
+
+    def _count_closed(self) -> None:
+        """Count a connection closed (politely or terminated), and report it."""
+        self._counters.closed += 1
+        if self._listeners:
+            self._emit(events.Closed(self._name))
 
     def _use_free_room(self) -> None:
         """Let room the pool may have now be used: after it lost a connection or a slot, or its
@@ -1070,6 +1106,52 @@ class Pool(Generic[C]):
         if task is not None and not task.get_loop().is_closed():
             task.cancel()
 
+    # ------------------------------------------------------------------ listening to it
+
+    def add_listener(self, listener: events.Listener) -> Callable[[], None]:
+        """Call ``listener`` with every event of the pool from now on (see ``aiodbpool.events``);
+        return a function that removes it.
+
+        The listener runs synchronously, in the task that caused the event, so it must be quick
+        and must not block. If it raises, the error is logged once and the pool goes on. Adding
+        the same listener twice makes it hear each event twice.
+        """
+        if not callable(listener):
+            raise TypeError(
+                f"add_listener() takes a callable of one event, got {listener!r} (see "
+                "aiodbpool.events)"
+            )
+        self._listeners = (*self._listeners, listener)
+        return partial(self.remove_listener, listener)
+
+    def remove_listener(self, listener: events.Listener) -> None:
+        """Stop calling ``listener`` (once, if it was added more than once); a listener that is
+        not there is ignored, so removing twice is harmless."""
+        listeners = list(self._listeners)
+        for index, present in enumerate(listeners):
+            if present is listener or present == listener:
+                del listeners[index]
+                self._listeners = tuple(listeners)
+                return
+
+    def _emit(self, event: events.PoolEvent) -> None:
+        """Tell every listener of ``event``; a listener that raises is logged once, then its
+        errors are ignored, so that it never breaks the step that reported the event."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                if any(failed is listener for failed in self._failed_listeners):
+                    continue
+                self._failed_listeners.append(listener)
+                logger.warning(
+                    "pool %r: the event listener %r raised on %s; its later errors are not logged",
+                    self._name,
+                    listener,
+                    type(event).__name__,
+                    exc_info=True,
+                )
+
     # ------------------------------------------------------------------ steps for _connections
 
     def _give_up_slot(self, *, probe: bool) -> None:
@@ -1092,6 +1174,12 @@ class Pool(Generic[C]):
         record = self._books.book_connected(conn, generation, now, lifetime)
         self._counters.created += 1
         self._create_time.record(now - started)
+        if self._listeners:
+            self._emit(events.Connected(self._name, now - started))
+        if self._breaker.connect_succeeded():
+            logger.info("pool %r: a connect succeeded; circuit breaker closed", self._name)
+            if self._listeners:
+                self._emit(events.BreakerClosed(self._name))
         return record
 
     def _book_close(self) -> None:
@@ -1102,7 +1190,7 @@ class Pool(Generic[C]):
     def _close_done(self) -> None:
         """A background close ended, whether it closed politely or terminated: free its slot."""
         self._books.close_done()
-        self._counters.closed += 1
+        self._count_closed()
         self._use_free_room()
 
     def _abandon_in_use(self) -> None:
@@ -1134,11 +1222,14 @@ class Pool(Generic[C]):
 
     # ------------------------------------------------------------------ the circuit breaker
 
-    def _connect_failed(self, error: Exception, *, backs_off: bool) -> None:
-        """Count a failed connect (see ``Breaker.connect_failed``), say so if it opened the
-        circuit breaker, and let the maintenance job schedule the next probe."""
+    def _connect_failed(self, error: Exception, started: float, *, backs_off: bool) -> None:
+        """Count a failed connect begun at ``started`` (see ``Breaker.connect_failed``), say so
+        if it opened the circuit breaker, and let the maintenance job schedule the next probe."""
         breaker = self._breaker
-        if breaker.connect_failed(error, self._clock(), backs_off=backs_off):
+        now = self._clock()
+        if self._listeners:
+            self._emit(events.ConnectFailed(self._name, now - started, error))
+        if breaker.connect_failed(error, now, backs_off=backs_off):
             logger.warning(
                 "pool %r: %d connects failed in a row; circuit breaker open: acquirers that need "
                 "a new connection fail at once until a probe connects: %s",
@@ -1146,6 +1237,8 @@ class Pool(Generic[C]):
                 breaker.errors_in_a_row,
                 describe(error),
             )
+            if self._listeners:
+                self._emit(events.BreakerOpened(self._name, breaker.errors_in_a_row, error))
         if self._wakeup is not None and breaker.is_open():
             self._wakeup.set()  # the maintenance job schedules the next probe
 
@@ -1231,7 +1324,7 @@ class Pool(Generic[C]):
             self._unbook_and_close(record, reason, hard=True)
             return
         self._books.unbook(record)
-        self._counters.count_removal(reason)
+        self._count_removal(reason)
 
     # ------------------------------------------------------------------ checks
 
