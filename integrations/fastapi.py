@@ -65,8 +65,11 @@ from aiodbpool import (
     SupportsTransaction,
 )
 
+from ._server_timing import ServerTimingMiddleware, TimingGuard
+
 __all__ = [
     "ConnectionLost",
+    "TimingGuard",
     "connection",
     "connection_for",
     "install",
@@ -442,6 +445,7 @@ def install(
     ready_cache: float = 1.0,
     retry_after: int = 1,
     include_in_schema: bool = False,
+    server_timing: bool | TimingGuard = False,
 ) -> None:
     """Answer 503 when the pools cannot serve, and add health routes (and, if asked, stats and
     metrics routes).
@@ -463,11 +467,19 @@ def install(
     * ``metrics_path`` (off unless given, e.g. ``"/metrics"``): the pools' metrics in
       Prometheus' text format; only when ``prometheus-client`` is installed.
 
-    Stats and metrics tell anyone who can read them how loaded the pools are, so they are off
-    unless the app turns them on: behind ``dependencies`` (e.g. ``[Depends(require_admin)]``,
-    which run before those two routes), or on an app of their own served on an internal port
-    (see the FastAPI guide). A path set to ``None`` turns its route off; the health routes stay
-    open to probes.
+    * ``server_timing`` (off unless given): each response to a request that borrowed a
+      connection carries a ``Server-Timing`` header with the time its acquires waited and the
+      time it held its connections (``db-wait;dur=0.02, db;dur=1.3``, in milliseconds), which
+      the browser's developer tools show under Timing. ``True`` adds it to every such
+      response; a function of the request, to those for which it returns True (it may be
+      async, and it may refuse by raising ``HTTPException``, as a guard does).
+
+    Stats, metrics and Server-Timing tell anyone who can read them how loaded the pools are, so
+    they are off unless the app turns them on: behind ``dependencies`` (e.g.
+    ``[Depends(require_admin)]``, which run before the stats and metrics routes; for
+    Server-Timing, the same check as a function of the request), or on an app of their own
+    served on an internal port (see the FastAPI guide). A path set to ``None`` turns its route
+    off; the health routes stay open to probes.
     """
     if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
         raise ValueError(
@@ -493,6 +505,11 @@ def install(
                 f"install(): {option} must be a path starting with '/' (or None: no route), "
                 f"got {path!r}"
             )
+    if not (isinstance(server_timing, bool) or callable(server_timing)):
+        raise TypeError(
+            "install(): server_timing must be True, False, or a function of the request that "
+            f"says which responses get the header; got {server_timing!r}"
+        )
     for dependency in dependencies:
         if not isinstance(dependency, params.Depends):
             raise TypeError(
@@ -518,6 +535,13 @@ def install(
 
     for error_class in (*_UNAVAILABLE, ConnectionLost):
         app.add_exception_handler(error_class, pool_unavailable)
+
+    if server_timing is not False:
+        app.add_middleware(
+            ServerTimingMiddleware,
+            pools_of=lambda app: _pools_of(app).values(),
+            allowed=None if server_timing is True else server_timing,
+        )
 
     if live_path is not None:
         app.add_api_route(

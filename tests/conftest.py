@@ -15,6 +15,9 @@ Defined here, on top of ``postgres_server``:
     program its tests are skipped, except under ``CI=true``, where they fail.
 ``fault_proxy``
     A :class:`~faultproxy.FaultProxy` in front of ``postgres_server``.
+``chromium``
+    A tab of a headless Chromium (``tests/chromium.py``). Without the ``chromium`` program its
+    tests are skipped, except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 import uvloop
+from chromium import Page, chromium_binary, headless_chromium
 from faultproxy import FaultProxy
 
 from aiodbpool.integrations.testing import PostgresServer
@@ -62,3 +66,16 @@ async def fault_proxy(postgres_server: PostgresServer) -> AsyncIterator[FaultPro
     """
     async with FaultProxy(postgres_server.host, postgres_server.port) as proxy:
         yield proxy
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Page]:
+    """A tab of a headless Chromium, with an empty profile, closed after the test."""
+    binary = chromium_binary()
+    if binary is None:
+        message = "needs Chromium (Debian package 'chromium'; .ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}, and CI must run every test", pytrace=False)
+        pytest.skip(message)
+    async with headless_chromium(binary) as page:
+        yield page

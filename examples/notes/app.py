@@ -6,7 +6,9 @@ the SQLite file ``notes.db`` next to this module. The table is created at start-
 
 Besides ``/notes``, :func:`aiodbpool.integrations.fastapi.install` adds ``/health/live`` and
 ``/health/ready``, and answers 503 when no connection can be had. The demo also turns on
-``/pool/stats`` and ``/metrics``, which are off by default: it serves on localhost.
+``/pool/stats``, ``/metrics`` and the ``Server-Timing`` header, which are off by default: it
+serves on localhost. ``/`` is a small page that lists and adds notes, and shows the database
+time of its last request, read from Server-Timing as the browser's developer tools show it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
 from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.integrations.fastapi import (
@@ -37,6 +40,9 @@ __all__ = ["DEFAULT_DATABASE_URL", "create_app"]
 
 DEFAULT_DATABASE_URL: Final = f"sqlite:///{Path(__file__).resolve().parent / 'notes.db'}"
 """``examples/notes/notes.db``, wherever the service is started from."""
+
+PAGE: Final = Path(__file__).resolve().parent / "index.html"
+"""The page served at ``/``: plain HTML and a script, nothing fetched from elsewhere."""
 
 Reader = Annotated[Connection, Depends(connection)]
 Writer = Annotated[Connection, Depends(transaction)]
@@ -65,11 +71,17 @@ def create_app(database_url: str | None = None, **pool_options: Any) -> FastAPI:
             yield
 
     app = FastAPI(title="notes", lifespan=start_and_stop)
-    # Stats and metrics are off by default (they show the pool's load to whoever asks); the demo
-    # serves on localhost, so it turns them on. A public app guards them or serves them on an
-    # internal port: see docs/fastapi.md.
-    install(app, stats_path="/pool/stats", metrics_path="/metrics")
+    # Stats, metrics and Server-Timing are off by default (they show the pool's load to whoever
+    # asks); the demo serves on localhost, so it turns them on. A public app guards them or
+    # serves them on an internal port: see docs/fastapi.md.
+    install(app, stats_path="/pool/stats", metrics_path="/metrics", server_timing=True)
     app.include_router(_notes_router(queries))
+    page = PAGE.read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page
+
     return app
 
 

@@ -11,47 +11,21 @@ operations defined inside the tests at run time.
 """
 
 import asyncio
-import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
 import aiosqlite
 import asyncpg
 import httpx
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from helpers import wait_until
+from serving import serving
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.integrations.fastapi import connection, install, lifespan, transaction
-
-
-@asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[int]:
-    """Serve ``app`` with uvicorn in this event loop, lifespan on; yields the port.
-
-    On the way out the server is asked to stop, and the shutdown (lifespan included) awaited.
-    """
-    listener = socket.create_server(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", log_config=None, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        await wait_until(lambda: server.started or task.done(), timeout=30)
-        assert server.started, "uvicorn did not start"
-        yield port
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
-        listener.close()
 
 
 async def leave_mid_request(port: int, path: str, entered: asyncio.Event) -> None:
