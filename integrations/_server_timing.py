@@ -5,10 +5,8 @@ connection from one of the app's pools, the response carries a header the browse
 tools show under Timing, and scripts read through the Resource Timing API
 (``PerformanceResourceTiming.serverTiming``)::
 
-    Server-Timing: db-wait;dur=0.021;desc="waiting for a connection",
-                   db;dur=1.304;desc="holding connections"
+    Server-Timing: db-wait;dur=0.021;desc="pool wait", db;dur=1.304;desc="connections held"
 
-(one line in the response).
 Durations are in milliseconds, summed over the request's connections: ``db-wait`` is the time
 its acquires took (zero when an idle connection was ready), ``db`` the time it held them. A
 connection still held when the response starts (a streamed response, say) counts up to then.
@@ -59,8 +57,8 @@ class _RequestTiming:
     def header(self, now: float) -> str:
         held = self.held + sum(now - since for since in self.holding.values())
         return (
-            f'db-wait;dur={self.waited * 1000:.3f};desc="waiting for a connection", '
-            f'db;dur={held * 1000:.3f};desc="holding connections"'
+            f'db-wait;dur={self.waited * 1000:.3f};desc="pool wait", '
+            f'db;dur={held * 1000:.3f};desc="connections held"'
         )
 
 

@@ -52,7 +52,7 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, FastAPI, params
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from aiodbpool import (
     ConnectionReleased,
@@ -65,6 +65,7 @@ from aiodbpool import (
     SupportsTransaction,
 )
 
+from ._dashboard import Dashboard
 from ._server_timing import ServerTimingMiddleware, TimingGuard
 
 __all__ = [
@@ -83,6 +84,10 @@ logger = logging.getLogger("aiodbpool.fastapi")
 
 _STATE_ATTRIBUTE: Final = "aiodbpool_pools"
 """The attribute of ``app.state`` where ``lifespan`` keeps the app's open pools by name."""
+
+_ON_OPEN_ATTRIBUTE: Final = "aiodbpool_on_open"
+"""The attribute of ``app.state`` with what ``install`` asks ``lifespan`` to do with each pool
+just before opening it (the dashboard starts its history)."""
 
 _UNAVAILABLE: Final[dict[type[PoolError], tuple[str, str]]] = {
     PoolTimeout: ("timeout", "no database connection became free in time"),
@@ -171,6 +176,8 @@ def lifespan(
         opened: list[Pool[Any]] = []
         try:
             for pool in started:
+                for hook in _on_open(app):
+                    hook(pool)  # before open(), so that it sees the first connects too
                 await pool.open()
                 opened.append(pool)
                 registered[pool.name] = pool
@@ -273,6 +280,16 @@ def _open_pools(app: Starlette) -> dict[str, Pool[Any]]:
             "the app runs (in a test: inside `with TestClient(app)`)"
         )
     return registered
+
+
+def _on_open(app: Starlette) -> list[Callable[[Pool[Any]], None]]:
+    """What ``lifespan`` does with each pool of ``app`` before opening it (``install`` adds to
+    it)."""
+    hooks: list[Callable[[Pool[Any]], None]] | None = getattr(app.state, _ON_OPEN_ATTRIBUTE, None)
+    if hooks is None:
+        hooks = []
+        setattr(app.state, _ON_OPEN_ATTRIBUTE, hooks)
+    return hooks
 
 
 def _pools_of(app: Starlette, *, create: bool = False) -> dict[str, Pool[Any]]:
@@ -446,6 +463,7 @@ def install(
     retry_after: int = 1,
     include_in_schema: bool = False,
     server_timing: bool | TimingGuard = False,
+    dashboard_path: str | None = None,
 ) -> None:
     """Answer 503 when the pools cannot serve, and add health routes (and, if asked, stats and
     metrics routes).
@@ -467,6 +485,11 @@ def install(
     * ``metrics_path`` (off unless given, e.g. ``"/metrics"``): the pools' metrics in
       Prometheus' text format; only when ``prometheus-client`` is installed.
 
+    * ``dashboard_path`` (off unless given, e.g. ``"/pool/dashboard"``): a live view of the
+      pools, one self-contained page that polls ``<dashboard_path>/data`` (JSON) once a
+      second: connections by state, waiters, the wait-time histogram, the circuit breaker,
+      and connects, connections let go, failed connects and timeouts over the last ten
+      minutes. Behind ``dependencies``, like the stats.
     * ``server_timing`` (off unless given): each response to a request that borrowed a
       connection carries a ``Server-Timing`` header with the time its acquires waited and the
       time it held its connections (``db-wait;dur=0.02, db;dur=1.3``, in milliseconds), which
@@ -474,9 +497,9 @@ def install(
       response; a function of the request, to those for which it returns True (it may be
       async, and it may refuse by raising ``HTTPException``, as a guard does).
 
-    Stats, metrics and Server-Timing tell anyone who can read them how loaded the pools are, so
-    they are off unless the app turns them on: behind ``dependencies`` (e.g.
-    ``[Depends(require_admin)]``, which run before the stats and metrics routes; for
+    Stats, metrics, the dashboard and Server-Timing tell anyone who can read them how loaded the
+    pools are, so they are off unless the app turns them on: behind ``dependencies`` (e.g.
+    ``[Depends(require_admin)]``, which run before the stats, metrics and dashboard routes; for
     Server-Timing, the same check as a function of the request), or on an app of their own
     served on an internal port (see the FastAPI guide). A path set to ``None`` turns its route
     off; the health routes stay open to probes.
@@ -498,6 +521,7 @@ def install(
         "ready_path": ready_path,
         "stats_path": stats_path,
         "metrics_path": metrics_path,
+        "dashboard_path": dashboard_path,
     }
     for option, path in paths.items():
         if path is not None and not (isinstance(path, str) and path.startswith("/")):
@@ -580,6 +604,30 @@ def install(
             include_in_schema=include_in_schema,
             tags=["pool"],
         )
+    if dashboard_path is not None:
+        dashboard = Dashboard()
+        _on_open(app).append(dashboard.watch)  # its history starts when a pool opens
+
+        async def dashboard_page() -> HTMLResponse:
+            """The live view of the pools."""
+            return HTMLResponse(dashboard.page)
+
+        async def dashboard_data(request: Request) -> JSONResponse:
+            """What the live view shows: each pool's stats and recent history."""
+            return _JSONResponse(dashboard.data(_pools_of(request.app).values()))
+
+        for path, endpoint in (
+            (dashboard_path, dashboard_page),
+            (dashboard_path.rstrip("/") + "/data", dashboard_data),
+        ):
+            app.add_api_route(
+                path,
+                endpoint,
+                methods=["GET"],
+                dependencies=dependencies,
+                include_in_schema=include_in_schema,
+                tags=["pool"],
+            )
     if metrics_path is not None and _metrics_available():
         from .prometheus import render  # here: it needs prometheus-client
 

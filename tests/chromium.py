@@ -31,7 +31,7 @@ from typing import Any
 
 import websockets
 
-__all__ = ["Page", "chromium_binary", "headless_chromium"]
+__all__ = ["Page", "another_page", "chromium_binary", "headless_chromium"]
 
 _FLAGS = (
     "--headless=new",
@@ -65,8 +65,12 @@ def chromium_binary() -> str | None:
 class Page:
     """One tab of the browser."""
 
-    def __init__(self, socket: websockets.ClientConnection) -> None:
+    def __init__(self, socket: websockets.ClientConnection, target: dict[str, Any]) -> None:
         self._socket = socket
+        self.target_id: str = target["id"]
+        """The tab's id, as DevTools names it (``/devtools/page/<id>``)."""
+        self.address: str = target["webSocketDebuggerUrl"].split("/")[2]
+        """The browser's DevTools ``host:port``."""
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: list[dict[str, Any]] = []
@@ -161,15 +165,9 @@ async def headless_chromium(binary: str) -> AsyncIterator[Page]:
     )
     try:
         browser_url = await _devtools_url(process)
-        page_url = await asyncio.to_thread(_first_page, browser_url)
-        async with websockets.connect(page_url, max_size=None) as socket:
-            page = Page(socket)
-            await page.send("Page.enable")
-            await page.send("Runtime.enable")
-            try:
-                yield page
-            finally:
-                await page.close()
+        target = await asyncio.to_thread(_first_page, browser_url)
+        async with _driving(target) as page:
+            yield page
     finally:
         if process.returncode is None:
             process.terminate()
@@ -203,13 +201,46 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-def _first_page(browser_url: str) -> str:
-    """The DevTools address of the browser's first tab, from its ``/json/list``."""
-    port = browser_url.split("/")[2]
-    with urllib.request.urlopen(f"http://{port}/json/list", timeout=_TIMEOUT) as response:
-        targets = json.loads(response.read())
+@contextlib.asynccontextmanager
+async def _driving(target: dict[str, Any]) -> AsyncIterator[Page]:
+    """Drive the tab described by ``target`` (an entry of ``/json/list``)."""
+    async with websockets.connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
+        page = Page(socket, target)
+        await page.send("Page.enable")
+        await page.send("Runtime.enable")
+        try:
+            yield page
+        finally:
+            await page.close()
+
+
+@contextlib.asynccontextmanager
+async def another_page(address: str) -> AsyncIterator[Page]:
+    """A new tab of the browser at ``address`` (``Page.address``), closed afterwards."""
+    target = await asyncio.to_thread(_request, address, "PUT", "/json/new?about:blank")
+    try:
+        async with _driving(target) as page:
+            yield page
+    finally:
+        await asyncio.to_thread(_request, address, "GET", f"/json/close/{target['id']}")
+
+
+def _request(address: str, method: str, path: str) -> Any:
+    """One request to the browser's DevTools HTTP endpoint; its answer, decoded if JSON."""
+    request = urllib.request.Request(f"http://{address}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+        body = response.read()
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")
+
+
+def _first_page(browser_url: str) -> dict[str, Any]:
+    """The browser's first tab, from its ``/json/list``."""
+    targets = _request(browser_url.split("/")[2], "GET", "/json/list")
     for target in targets:
         if target.get("type") == "page":
-            url: str = target["webSocketDebuggerUrl"]
-            return url
+            found: dict[str, Any] = target
+            return found
     raise RuntimeError(f"Chromium has no page to drive: {targets}")

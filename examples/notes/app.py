@@ -6,8 +6,8 @@ the SQLite file ``notes.db`` next to this module. The table is created at start-
 
 Besides ``/notes``, :func:`aiodbpool.integrations.fastapi.install` adds ``/health/live`` and
 ``/health/ready``, and answers 503 when no connection can be had. The demo also turns on
-``/pool/stats``, ``/metrics`` and the ``Server-Timing`` header, which are off by default: it
-serves on localhost. ``/`` is a small page that lists and adds notes, and shows the database
+``/pool/stats``, ``/metrics``, the live view ``/pool/dashboard`` and the ``Server-Timing``
+header, which are off by default: it serves on localhost. ``/`` is a small page that lists and adds notes, and shows the database
 time of its last request, read from Server-Timing as the browser's developer tools show it.
 """
 
@@ -74,7 +74,13 @@ def create_app(database_url: str | None = None, **pool_options: Any) -> FastAPI:
     # Stats, metrics and Server-Timing are off by default (they show the pool's load to whoever
     # asks); the demo serves on localhost, so it turns them on. A public app guards them or
     # serves them on an internal port: see docs/fastapi.md.
-    install(app, stats_path="/pool/stats", metrics_path="/metrics", server_timing=True)
+    install(
+        app,
+        stats_path="/pool/stats",
+        metrics_path="/metrics",
+        dashboard_path="/pool/dashboard",
+        server_timing=True,
+    )
     app.include_router(_notes_router(queries))
     page = PAGE.read_text(encoding="utf-8")
 

@@ -74,8 +74,8 @@ async def test_the_browser_reads_the_database_time_of_each_request(
             assert isinstance(duration, int | float)
             assert duration >= 0
         assert [description for _, _, description in timings] == [
-            "waiting for a connection",
-            "holding connections",
+            "pool wait",
+            "connections held",
         ]
     assert "waited" in shown
     assert "held it" in shown

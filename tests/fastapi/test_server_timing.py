@@ -30,8 +30,8 @@ from aiodbpool.integrations.fastapi import (
 )
 
 _HEADER = re.compile(
-    r'^db-wait;dur=(?P<wait>[0-9.]+);desc="waiting for a connection", '
-    r'db;dur=(?P<held>[0-9.]+);desc="holding connections"$'
+    r'^db-wait;dur=(?P<wait>[0-9.]+);desc="pool wait", '
+    r'db;dur=(?P<held>[0-9.]+);desc="connections held"$'
 )
 
 Conn = Annotated[FakeConnection, Depends(connection)]

@@ -44,6 +44,7 @@ def test_wheel_maps_repository_folders_onto_subpackages(wheel: zipfile.ZipFile) 
     assert "aiodbpool/py.typed" in names
     assert "aiodbpool/drivers/fake.py" in names
     assert "aiodbpool/integrations/__init__.py" in names
+    assert "aiodbpool/integrations/dashboard.html" in names  # the live view's page
 
 
 def test_wheel_registers_the_fake_driver_scheme(wheel: zipfile.ZipFile) -> None:
