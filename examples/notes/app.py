@@ -7,8 +7,9 @@ the SQLite file ``notes.db`` next to this module. The table is created at start-
 Besides ``/notes``, :func:`aiodbpool.integrations.fastapi.install` adds ``/health/live`` and
 ``/health/ready``, and answers 503 when no connection can be had. The demo also turns on
 ``/pool/stats``, ``/metrics``, the live view ``/pool/dashboard`` and the ``Server-Timing``
-header, which are off by default: it serves on localhost. ``/`` is a small page that lists and adds notes, and shows the database
-time of its last request, read from Server-Timing as the browser's developer tools show it.
+header, which are off by default: it serves on localhost. ``/`` is a small page that lists and
+adds notes, and shows the database time of its last request, read from Server-Timing as the
+browser's developer tools show it.
 """
 
 from __future__ import annotations
