@@ -36,7 +36,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aiodbpool import Pool
 from aiodbpool.events import Acquired, PoolEvent, Released
 
-__all__ = ["ServerTimingMiddleware", "TimingGuard"]
+__all__ = ["GUARD_CHECK", "ServerTimingMiddleware", "TimingGuard"]
+
+GUARD_CHECK = "aiodbpool.guard_check"
+"""The key of a request's scope that marks a check of the guard (``server_timing="guarded"``),
+which the middleware passes on as it is."""
 
 TimingGuard = Callable[[Request], bool | Awaitable[bool]]
 """Which requests get the header: a function of the request (it may be async) that returns True
@@ -100,7 +104,7 @@ class ServerTimingMiddleware:
         self._listened: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not await self._wanted(scope):
+        if scope["type"] != "http" or GUARD_CHECK in scope or not await self._wanted(scope):
             await self._app(scope, receive, send)
             return
         for pool in self._pools_of(scope["app"]):

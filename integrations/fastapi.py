@@ -47,10 +47,11 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, FastAPI, params
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -66,7 +67,7 @@ from aiodbpool import (
 )
 
 from ._dashboard import Dashboard
-from ._server_timing import ServerTimingMiddleware, TimingGuard
+from ._server_timing import GUARD_CHECK, ServerTimingMiddleware, TimingGuard
 
 __all__ = [
     "ConnectionLost",
@@ -462,7 +463,7 @@ def install(
     ready_cache: float = 1.0,
     retry_after: int = 1,
     include_in_schema: bool = False,
-    server_timing: bool | TimingGuard = False,
+    server_timing: bool | Literal["guarded"] | TimingGuard = False,
     dashboard_path: str | None = None,
 ) -> None:
     """Answer 503 when the pools cannot serve, and add health routes (and, if asked, stats and
@@ -494,13 +495,14 @@ def install(
       connection carries a ``Server-Timing`` header with the time its acquires waited and the
       time it held its connections (``db-wait;dur=0.02, db;dur=1.3``, in milliseconds), which
       the browser's developer tools show under Timing. ``True`` adds it to every such
-      response; a function of the request, to those for which it returns True (it may be
-      async, and it may refuse by raising ``HTTPException``, as a guard does).
+      response; ``"guarded"``, to those whose request passes ``dependencies``, the guard of
+      the stats routes; a function of the request, to those for which it returns True (it
+      may be async, and it may refuse by raising ``HTTPException``, as a guard does).
 
     Stats, metrics, the dashboard and Server-Timing tell anyone who can read them how loaded the
     pools are, so they are off unless the app turns them on: behind ``dependencies`` (e.g.
-    ``[Depends(require_admin)]``, which run before the stats, metrics and dashboard routes; for
-    Server-Timing, the same check as a function of the request), or on an app of their own
+    ``[Depends(require_admin)]``, which run before the stats, metrics and dashboard routes, and
+    for Server-Timing with ``"guarded"``), or on an app of their own
     served on an internal port (see the FastAPI guide). A path set to ``None`` turns its route
     off; the health routes stay open to probes.
     """
@@ -529,10 +531,19 @@ def install(
                 f"install(): {option} must be a path starting with '/' (or None: no route), "
                 f"got {path!r}"
             )
-    if not (isinstance(server_timing, bool) or callable(server_timing)):
+    if not (isinstance(server_timing, bool) or callable(server_timing)) and (
+        server_timing != "guarded"
+    ):
         raise TypeError(
-            "install(): server_timing must be True, False, or a function of the request that "
-            f"says which responses get the header; got {server_timing!r}"
+            "install(): server_timing must be True, False, 'guarded' (for the requests that pass "
+            "dependencies), or a function of the request that says which responses get the "
+            f"header; got {server_timing!r}"
+        )
+    if server_timing == "guarded" and not dependencies:
+        raise ValueError(
+            "install(): server_timing='guarded' limits the header to the requests that pass "
+            "dependencies, and none are given: pass dependencies=[Depends(...)], or "
+            "server_timing=True"
         )
     for dependency in dependencies:
         if not isinstance(dependency, params.Depends):
@@ -561,10 +572,15 @@ def install(
         app.add_exception_handler(error_class, pool_unavailable)
 
     if server_timing is not False:
+        allowed: TimingGuard | None
+        if server_timing == "guarded":
+            allowed = _passes(app, dependencies)
+        elif server_timing is True:
+            allowed = None
+        else:
+            allowed = server_timing
         app.add_middleware(
-            ServerTimingMiddleware,
-            pools_of=lambda app: _pools_of(app).values(),
-            allowed=None if server_timing is True else server_timing,
+            ServerTimingMiddleware, pools_of=lambda app: _pools_of(app).values(), allowed=allowed
         )
 
     if live_path is not None:
@@ -644,6 +660,52 @@ def install(
             include_in_schema=include_in_schema,
             tags=["pool"],
         )
+
+
+_GUARD_PATH: Final = "/.aiodbpool/guard"
+"""The route through which ``server_timing="guarded"`` runs the guard of the stats routes."""
+
+
+def _passes(app: FastAPI, dependencies: Sequence[params.Depends]) -> TimingGuard:
+    """Whether a request passes ``dependencies``, asked of FastAPI itself: the dependencies guard
+    a route of their own, which answers 204 when they let the request through. The app serves a
+    copy of the request to that route -- its headers, client and cookies, without its body --
+    through its whole stack, so the guard runs as it does before the stats route, exception
+    handlers included. A client that finds the route learns nothing: it answers 204 or the
+    guard's refusal, as the stats route would."""
+
+    async def passed() -> Response:
+        return Response(status_code=204)
+
+    app.add_api_route(
+        _GUARD_PATH, passed, methods=["GET"], dependencies=dependencies, include_in_schema=False
+    )
+
+    async def passes(request: Request) -> bool:
+        scope = {
+            **request.scope,
+            "method": "GET",
+            "path": _GUARD_PATH,
+            "raw_path": _GUARD_PATH.encode(),
+            "query_string": b"",
+            GUARD_CHECK: True,  # the middleware lets it through untimed
+        }
+        answered: list[int] = []
+
+        async def no_body() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def keep_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answered.append(message["status"])
+
+        try:
+            await request.app(scope, no_body, keep_status)
+        except HTTPException:  # (only without the app's exception handlers)
+            return False
+        return bool(answered) and 200 <= answered[0] < 300
+
+    return passes
 
 
 async def _live() -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from helpers import wait_until
 from starlette.background import BackgroundTask
@@ -175,7 +175,41 @@ async def test_a_guard_limits_the_header_to_the_requests_it_accepts(guard: Timin
     assert "server-timing" in accepted.headers
 
 
+def _require_admin_token(x_admin_token: Annotated[str, Header()] = "") -> None:
+    """A guard as FastAPI guards are written: its parameter comes from a header."""
+    if x_admin_token != "let-me-in":
+        raise HTTPException(403, "admins only")
+
+
+async def test_guarded_limits_the_header_to_the_requests_that_pass_the_stats_guard() -> None:
+    app = FastAPI(lifespan=lifespan(lambda: create_pool("fake://")))
+    install(
+        app,
+        stats_path="/admin/pool",
+        dependencies=[Depends(_require_admin_token)],
+        server_timing="guarded",
+    )
+
+    @app.post("/write")
+    async def write(
+        conn: Annotated[FakeConnection, Depends(transaction)], note: dict[str, str]
+    ) -> str:
+        return str(await conn.execute("INSERT", note["title"]))
+
+    admin = {"X-Admin-Token": "let-me-in"}
+    async with _client(app) as client:
+        refused = await client.post("/write", json={"title": "anyone's"})
+        accepted = await client.post("/write", json={"title": "an admin's"}, headers=admin)
+        stats = await client.get("/admin/pool")
+    assert refused.status_code == accepted.status_code == 200  # both served, bodies read
+    assert "server-timing" not in refused.headers
+    assert "server-timing" in accepted.headers
+    assert stats.status_code == 403  # the same guard, on its own route
+
+
 def test_a_bad_value_is_refused_naming_the_option() -> None:
     app = FastAPI()
     with pytest.raises(TypeError, match="install\\(\\): server_timing must be True, False"):
         install(app, server_timing="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"server_timing='guarded' .* none are given"):
+        install(app, server_timing="guarded")
