@@ -460,9 +460,7 @@ class Pool(Generic[C]):
             return False
         return True
 
-    def _hand_out(
-        self, record: Record[C], now: float, idle: bool = False, wait: float = 0.0
-    ) -> C:
+    def _hand_out(self, record: Record[C], now: float, idle: bool = False, wait: float = 0.0) -> C:
         """Lend a record to a caller: the top idle one (``idle``, the fast path), or one booked
         in use, which took the acquire ``wait`` seconds. Under a new lease, if the driver has
         them (the caller's type checker sees the driver's connection type all the same)."""
