@@ -611,15 +611,20 @@ def install(
         app.add_api_route(
             ready_path, ready, methods=["GET"], include_in_schema=include_in_schema, tags=["health"]
         )
-    if stats_path is not None:
+
+    def add_guarded_route(path: str, endpoint: Callable[..., Awaitable[Response]]) -> None:
+        """A GET route behind ``dependencies``: stats, metrics, the live view."""
         app.add_api_route(
-            stats_path,
-            _stats,
+            path,
+            endpoint,
             methods=["GET"],
             dependencies=dependencies,
             include_in_schema=include_in_schema,
             tags=["pool"],
         )
+
+    if stats_path is not None:
+        add_guarded_route(stats_path, _stats)
     if dashboard_path is not None:
         dashboard = Dashboard()
         _on_open(app).append(dashboard.watch)  # its history starts when a pool opens
@@ -632,18 +637,8 @@ def install(
             """What the live view shows: each pool's stats and recent history."""
             return _JSONResponse(dashboard.data(_pools_of(request.app).values()))
 
-        for path, endpoint in (
-            (dashboard_path, dashboard_page),
-            (dashboard_path.rstrip("/") + "/data", dashboard_data),
-        ):
-            app.add_api_route(
-                path,
-                endpoint,
-                methods=["GET"],
-                dependencies=dependencies,
-                include_in_schema=include_in_schema,
-                tags=["pool"],
-            )
+        add_guarded_route(dashboard_path, dashboard_page)
+        add_guarded_route(dashboard_path.rstrip("/") + "/data", dashboard_data)
     if metrics_path is not None and _metrics_available():
         from .prometheus import render  # here: it needs prometheus-client
 
@@ -652,14 +647,7 @@ def install(
             body, content_type = render(_open_pools(request.app).values())
             return Response(body, headers={"Content-Type": content_type})
 
-        app.add_api_route(
-            metrics_path,
-            metrics,
-            methods=["GET"],
-            dependencies=dependencies,
-            include_in_schema=include_in_schema,
-            tags=["pool"],
-        )
+        add_guarded_route(metrics_path, metrics)
 
 
 _GUARD_PATH: Final = "/.aiodbpool/guard"

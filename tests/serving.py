@@ -1,5 +1,6 @@
-"""Serving an ASGI app over real HTTP, for the tests that need a real server: uvicorn runs as a
-task in the test's event loop, on a socket of 127.0.0.1 the test opened."""
+"""Serving an app to the tests: in the process, through httpx (``asgi_client``), or over real
+HTTP for the tests that need a real server (``serving``: uvicorn runs as a task in the test's
+event loop, on a socket of 127.0.0.1 the test opened)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import uvicorn
+from fastapi import FastAPI
 from helpers import wait_until
 from starlette.types import ASGIApp
 
-__all__ = ["serving"]
+__all__ = ["asgi_client", "serving"]
 
 
 @asynccontextmanager
@@ -37,3 +40,13 @@ async def serving(app: ASGIApp) -> AsyncIterator[int]:
         async with asyncio.timeout(30):
             await task
         listener.close()
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` in this process, with the app's lifespan run around it."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
+    ):
+        yield client

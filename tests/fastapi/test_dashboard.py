@@ -5,13 +5,11 @@ browser: tests/browser/test_browser_dashboard.py.)"""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
+from serving import asgi_client
 
 from aiodbpool import Pool, create_pool
 from aiodbpool.drivers.fake import FakeClock, FakeDriver
@@ -36,17 +34,8 @@ def _app(**options: Any) -> FastAPI:
     return app
 
 
-@asynccontextmanager
-async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
-    ):
-        yield client
-
-
 async def test_it_is_off_by_default() -> None:
-    async with _client(_app()) as client:
+    async with asgi_client(_app()) as client:
         assert (await client.get("/pool/dashboard")).status_code == 404
         assert (await client.get("/pool/dashboard/data")).status_code == 404
 
@@ -54,14 +43,14 @@ async def test_it_is_off_by_default() -> None:
 async def test_the_page_and_its_data_are_behind_the_guard() -> None:
     app = _app(dashboard_path="/pool/dashboard", dependencies=[Depends(_require_admin)])
     admin = {"X-Admin-Token": "let-me-in"}
-    async with _client(app) as client:
+    async with asgi_client(app) as client:
         for path in ("/pool/dashboard", "/pool/dashboard/data"):
             assert (await client.get(path)).status_code == 403
             assert (await client.get(path, headers=admin)).status_code == 200
 
 
 async def test_the_page_fetches_nothing_from_elsewhere() -> None:
-    async with _client(_app(dashboard_path="/pool/dashboard")) as client:
+    async with asgi_client(_app(dashboard_path="/pool/dashboard")) as client:
         response = await client.get("/pool/dashboard")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -77,7 +66,7 @@ async def test_the_page_fetches_nothing_from_elsewhere() -> None:
 
 async def test_the_data_holds_each_pools_stats_and_history_in_the_apps_order() -> None:
     app = _app(dashboard_path="/pool/dashboard/")
-    async with _client(app) as client:
+    async with asgi_client(app) as client:
         pool = pool_for(app, "main")
         for _ in range(3):
             async with pool.acquire():

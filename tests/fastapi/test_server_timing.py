@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from helpers import wait_until
+from serving import asgi_client
 from starlette.background import BackgroundTask
 
 from aiodbpool import create_pool
@@ -80,15 +79,6 @@ def _app(server_timing: bool | TimingGuard = True, **pool_options: Any) -> FastA
     return app
 
 
-@asynccontextmanager
-async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
-    ):
-        yield client
-
-
 def _timing(response: httpx.Response) -> tuple[float, float]:
     """The response's (db-wait, db) in milliseconds."""
     found = _HEADER.match(response.headers["server-timing"])
@@ -97,7 +87,7 @@ def _timing(response: httpx.Response) -> tuple[float, float]:
 
 
 async def test_a_response_that_used_the_pool_carries_the_database_time() -> None:
-    async with _client(_app()) as client:
+    async with asgi_client(_app()) as client:
         for path in ("/query", "/query"):  # the first connects, the second takes it idle
             response = await client.get(path)
             assert response.status_code == 200
@@ -110,7 +100,7 @@ async def test_a_response_that_used_the_pool_carries_the_database_time() -> None
 
 
 async def test_the_time_held_is_the_requests_own() -> None:
-    async with _client(_app()) as client:
+    async with asgi_client(_app()) as client:
         _, held = _timing(await client.get("/hold"))
     # The route slept 50 ms holding its connection (uvloop's timers may fire a little early).
     assert held >= 45.0
@@ -118,7 +108,7 @@ async def test_the_time_held_is_the_requests_own() -> None:
 
 async def test_the_wait_is_the_time_spent_in_line() -> None:
     app = _app(max_size=1)
-    async with _client(app) as client:
+    async with asgi_client(app) as client:
         holder = asyncio.create_task(client.get("/until-released"))
         await wait_until(lambda: pool_for(app).stats().in_use == 1)
         waiter = asyncio.create_task(client.get("/query"))
@@ -131,20 +121,20 @@ async def test_the_wait_is_the_time_spent_in_line() -> None:
 
 
 async def test_a_connection_still_held_when_the_response_starts_counts_up_to_then() -> None:
-    async with _client(_app()) as client:
+    async with asgi_client(_app()) as client:
         _, held = _timing(await client.get("/still-held"))
     assert held >= 25.0  # it slept 30 ms holding it (uvloop's timers may fire a little early)
 
 
 async def test_a_response_that_used_no_pool_has_no_header() -> None:
-    async with _client(_app()) as client:
+    async with asgi_client(_app()) as client:
         response = await client.get("/no-database")
     assert response.status_code == 200
     assert "server-timing" not in response.headers
 
 
 async def test_it_is_off_by_default() -> None:
-    async with _client(_app(server_timing=False)) as client:
+    async with asgi_client(_app(server_timing=False)) as client:
         response = await client.get("/query")
     assert response.status_code == 200
     assert "server-timing" not in response.headers
@@ -167,7 +157,7 @@ def _require_admin(request: Request) -> bool:
 
 @pytest.mark.parametrize("guard", [_is_admin, _is_admin_async, _require_admin])
 async def test_a_guard_limits_the_header_to_the_requests_it_accepts(guard: TimingGuard) -> None:
-    async with _client(_app(server_timing=guard)) as client:
+    async with asgi_client(_app(server_timing=guard)) as client:
         refused = await client.get("/query")
         accepted = await client.get("/query", headers={"X-Admin-Token": "let-me-in"})
     assert refused.status_code == accepted.status_code == 200  # the request itself is served
@@ -197,7 +187,7 @@ async def test_guarded_limits_the_header_to_the_requests_that_pass_the_stats_gua
         return str(await conn.execute("INSERT", note["title"]))
 
     admin = {"X-Admin-Token": "let-me-in"}
-    async with _client(app) as client:
+    async with asgi_client(app) as client:
         refused = await client.post("/write", json={"title": "anyone's"})
         accepted = await client.post("/write", json={"title": "an admin's"}, headers=admin)
         stats = await client.get("/admin/pool")
