@@ -378,9 +378,28 @@ def _check_dsn(dsn: object) -> None:
             f"the query of the PostgreSQL URL {redact_url(dsn)!r} has a part without "
             "'name=value' (an '&' in a value must be percent-encoded as %26)"
         )
+    for name, values in parse_qs(parts.query).items():
+        allowed = _CHOICES.get(name)
+        if allowed is not None and values[-1] not in allowed:
+            # (The value is not quoted: after an unencoded '&' in a password parameter, it
+            # could be a piece of the password.)
+            raise ValueError(
+                f"{name} in the PostgreSQL URL must be one of {', '.join(sorted(allowed))}; "
+                "asyncpg would refuse any other at the first connect"
+            )
     # asyncpg accepts several hosts, for failover: postgresql://user@host1:5432,host2:5433/db
     for host_and_port in parts.netloc.rpartition("@")[2].split(","):
         _check_host(dsn, host_and_port)
+
+
+_CHOICES: Final = {
+    "sslmode": frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}),
+    "target_session_attrs": frozenset(
+        {"any", "primary", "standby", "read-write", "read-only", "prefer-standby"}
+    ),
+}
+"""The parameters of a DSN's query that take one of a few words, and those words, as asyncpg
+reads them (anything else fails only at the first connect)."""
 
 
 def _readable_query(query: str) -> bool:

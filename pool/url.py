@@ -9,7 +9,10 @@ registers one in its ``pyproject.toml``:
     mysql = "aiodbpool_mysql:from_url"
 
 Keyword arguments of ``create_pool`` that are options of ``aiodbpool.Pool`` configure
-the pool; all others are passed to the driver's factory.
+the pool; all others are passed to the driver's factory. Pool options may also be given in the
+URL's query, as text (``postgresql://app@db/shop?max_size=20&acquire_timeout=5``, ``none`` for
+``None``): ``create_pool`` takes them out of the URL before the driver sees it, so they never
+reach the database as a setting of its own. An option given both ways is refused.
 
 Every URL is checked before a driver sees it: a password typed without percent-encoding, which
 parsers would split in different places, is refused here with a message that quotes none of it
@@ -23,6 +26,7 @@ import re
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
+from urllib.parse import unquote_plus
 
 from ._pool import Pool
 from .driver import Driver
@@ -33,6 +37,27 @@ __all__ = ["create_pool", "redact_url"]
 ENTRY_POINT_GROUP = "aiodbpool.drivers"
 
 _POOL_OPTIONS = frozenset(inspect.signature(Pool).parameters) - {"driver"}
+
+_URL_COUNTS = frozenset({"min_size", "max_size", "max_waiting", "max_uses", "breaker_threshold"})
+_URL_SECONDS = frozenset(
+    {
+        "acquire_timeout",
+        "max_idle",
+        "max_lifetime",
+        "validate_after_idle",
+        "connect_timeout",
+        "ping_timeout",
+        "reset_timeout",
+        "close_timeout",
+        "leak_timeout",
+        "maintenance_interval",
+        "backoff_initial",
+        "backoff_max",
+    }
+)
+_URL_OPTIONS = _URL_COUNTS | _URL_SECONDS | {"name"}
+"""The pool options a URL's query may give: every one written as text. (``clock`` and
+``close_driver`` are for code, not for configuration.)"""
 
 # Where a driver's package is missing, the extra that installs it.
 _EXTRAS = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"}
@@ -62,12 +87,64 @@ def create_pool(url: str, **options: Any) -> Pool[Any]:
     check_userinfo(url)
     scheme = match.group(1).lower()
     factory = _driver_factory(scheme)
+    url, from_url = _pool_options_in(url)
+    for key in from_url:
+        if key in options:
+            raise ValueError(
+                f"the pool option {key} is given twice, in the URL and to create_pool({key}=...): "
+                "keep one"
+            )
+    options = {**from_url, **options}
     pool_options = {key: value for key, value in options.items() if key in _POOL_OPTIONS}
     driver_options = {key: value for key, value in options.items() if key not in _POOL_OPTIONS}
     driver: Driver[Any] = factory(url, **driver_options)
     # The driver was made for this pool alone, so closing the pool may release it too.
     pool_options.setdefault("close_driver", True)
     return Pool(driver, **pool_options)
+
+
+def _pool_options_in(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL without the pool options of its query, and those options, read from text.
+
+    Only the query changes: the rest of the URL, the password's encoding included, is kept
+    character for character, and so are the query's other parameters, for the driver.
+    """
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url, {}
+    query, hash_mark, fragment = query.partition("#")
+    kept: list[str] = []
+    found: dict[str, Any] = {}
+    for part in query.split("&"):
+        name, _, text = part.partition("=")
+        key = unquote_plus(name)
+        if key in ("clock", "close_driver"):
+            raise ValueError(
+                f"the pool option {key} cannot be given in a URL: pass create_pool({key}=...)"
+            )
+        if key not in _URL_OPTIONS:
+            kept.append(part)
+            continue
+        if key in found:
+            raise ValueError(f"the pool option {key} is given twice in the URL: keep one")
+        found[key] = _option_value(key, unquote_plus(text))
+    rest = "&".join(kept)
+    return base + ("?" + rest if rest else "") + hash_mark + fragment, found
+
+
+def _option_value(key: str, text: str) -> Any:
+    """A pool option's value from the text of a URL parameter (checked later, by ``Pool``)."""
+    if key == "name":
+        return text
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text) if key in _URL_COUNTS else float(text)
+    except ValueError:
+        # (The text is not quoted: after a password parameter with an unencoded '&', it could
+        # be a piece of the password.)
+        kind = "a whole number" if key in _URL_COUNTS else "a number of seconds"
+        raise ValueError(f"the pool option {key} in the URL must be {kind}, or none") from None
 
 
 def _check_characters(url: str) -> None:

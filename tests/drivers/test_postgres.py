@@ -111,6 +111,8 @@ def test_a_malformed_postgres_url_is_refused_without_its_password() -> None:
         ("postgresql://app:hunter2@[::1]:port/app", "the port in .* is not a number"),
         ("postgresql://app:hunter2@db host/app", "the host in .* contains whitespace"),
         ("postgresql://app:hunter2@db1,db\t2/app", "control character"),
+        ("postgresql://app:hunter2@db/app?sslmode=requires", "sslmode in .* must be one of"),
+        ("postgresql://app:hunter2@db/app?target_session_attrs=master", "target_session_attrs"),
     ],
 )
 def test_a_bad_host_or_port_is_refused_at_once(url: str, mistake: str) -> None:

@@ -237,3 +237,70 @@ def test_a_missing_database_client_names_the_extra_that_installs_it(
         create_pool(url)
 
     assert "secret" not in str(failed.value)
+
+
+# ------------------------------------------------------------------ pool options in the URL
+
+
+def test_pool_options_in_the_url_configure_the_pool_and_never_reach_the_driver() -> None:
+    pool = create_pool(
+        "fake://?max_size=3&connect_latency=0.5&acquire_timeout=none&name=app&max_idle=2.5"
+    )
+
+    assert (pool.name, pool.stats().max_size) == ("app", 3)
+    assert pool._options.acquire_timeout is None
+    assert pool._options.max_idle == 2.5
+    driver = pool.driver
+    assert isinstance(driver, FakeDriver)
+    assert driver.connect_latency == 0.5  # the driver's own parameter, still in its URL
+
+
+def test_the_driver_gets_the_rest_of_the_url_character_for_character(
+    register_driver: Register,
+) -> None:
+    register_driver("mydb", f"{THIRD_PARTY_MODULE}:from_url")
+    url = "mydb://us%40er:p%26ss%3Fw@host:5/db?sslmode=require&max_size=4&x=a%20b&min_size=1"
+
+    pool = create_pool(url)
+
+    driver = pool.driver
+    assert driver.url == "mydb://us%40er:p%26ss%3Fw@host:5/db?sslmode=require&x=a%20b"  # type: ignore[attr-defined]
+    assert (pool.stats().min_size, pool.stats().max_size) == (1, 4)
+    assert create_pool("mydb://host/db?max_size=2").driver.url == "mydb://host/db"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("fake://?max_size=2", {"max_size": 3}, "max_size is given twice, in the URL and to"),
+        ("fake://?max_size=2&max_size=3", {}, "max_size is given twice in the URL"),
+        ("fake://?max_size=lots", {}, "max_size in the URL must be a whole number, or none"),
+        ("fake://?acquire_timeout=soon", {}, "acquire_timeout in the URL must be a number of sec"),
+        ("fake://?max_size=0", {}, "max_size must be at least 1"),
+        ("fake://?clock=1", {}, "clock cannot be given in a URL: pass create_pool"),
+        ("fake://?close_driver=0", {}, "close_driver cannot be given in a URL"),
+    ],
+)
+def test_a_bad_pool_option_in_the_url_is_refused_naming_it(
+    url: str, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_pool(url, **options)
+
+
+def test_a_bad_value_in_the_url_is_not_quoted() -> None:
+    """A value after a password parameter's unencoded '&' could be a piece of the password."""
+    with pytest.raises(ValueError, match="max_size in the URL must be a whole number") as refused:
+        create_pool("fake://?password=ab&max_size=cd-secret-part")
+    assert "secret" not in str(refused.value)
+
+
+async def test_a_postgres_url_with_pool_options_opens_a_pool_that_works(postgres_url: str) -> None:
+    """Before, ``?max_size=2`` reached PostgreSQL as a setting of its own, and every connect
+    failed ("unrecognized configuration parameter"); the URL's own settings still reach it."""
+    joiner = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{joiner}max_size=2&application_name=aiodbpool-url-options"
+
+    async with create_pool(url) as pool, pool.acquire() as conn:
+        assert await conn.fetchval("SHOW application_name") == "aiodbpool-url-options"
+        assert pool.stats().max_size == 2
