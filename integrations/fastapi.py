@@ -131,7 +131,9 @@ class ConnectionLost(Exception):
 
 
 def lifespan(
-    *pools: Pool[Any] | Callable[[], Pool[Any]], close_timeout: float = 10.0
+    *pools: Pool[Any] | Callable[[], Pool[Any]],
+    close_timeout: float = 10.0,
+    check_on_start: bool = False,
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     """An app lifespan that opens pools at start-up and closes them at shutdown.
 
@@ -151,6 +153,11 @@ def lifespan(
     every pool is reachable by its name with ``connection_for`` and ``transaction_for``.
     Pool names must be unique within the app. At shutdown the pools are closed together;
     connections still in use after ``close_timeout`` seconds are terminated.
+
+    ``check_on_start=True`` makes each pool lend one working connection before the app serves,
+    even with ``min_size=0``: a wrong password or an unreachable database then stops the start
+    with ``PoolConnectError`` (its cause, the driver's error, chained; the password never in it)
+    instead of a 503 for every request. The connection stays in the pool for the first request.
     """
     if not pools:
         raise TypeError("lifespan() needs at least one pool, or a function that creates one")
@@ -162,6 +169,8 @@ def lifespan(
         raise ValueError(
             f"lifespan(): close_timeout must be a number of seconds >= 0, got {close_timeout!r}"
         )
+    if not isinstance(check_on_start, bool):
+        raise TypeError(f"lifespan(): check_on_start must be True or False, got {check_on_start!r}")
 
     @asynccontextmanager
     async def open_pools(app: Starlette) -> AsyncIterator[None]:
@@ -182,6 +191,8 @@ def lifespan(
                 await pool.open()
                 opened.append(pool)
                 registered[pool.name] = pool
+                if check_on_start:
+                    await _check_at_start(pool)
             yield
         finally:
             try:
@@ -194,6 +205,20 @@ def lifespan(
                     del registered[pool.name]
 
     return open_pools
+
+
+async def _check_at_start(pool: Pool[Any]) -> None:
+    """Lend one connection of ``pool`` and give it back: the start fails if none can be had."""
+    try:
+        async with pool.acquire():
+            pass
+    except PoolError as error:
+        error.add_note(
+            f"lifespan(check_on_start=True): pool {pool.name!r} could not lend a connection, so "
+            "the app does not start; check the database URL, the password and that the "
+            "database is reachable"
+        )
+        raise
 
 
 def _check_pool_function(made: object) -> None:

@@ -14,18 +14,22 @@ No ``from __future__ import annotations`` here: FastAPI reads the annotations of
 operations at run time, and those defined inside a test name dependencies local to it.
 """
 
+import traceback
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import aiosqlite
+import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 
-from aiodbpool import Pool, PoolClosed, create_pool
+from aiodbpool import Pool, PoolClosed, PoolConnectError, create_pool
+from aiodbpool.drivers.fake import FakeConnectionError, FakeDriver
 from aiodbpool.integrations.fastapi import (
     connection,
     connection_for,
@@ -34,6 +38,7 @@ from aiodbpool.integrations.fastapi import (
     pool_for,
     transaction,
 )
+from aiodbpool.integrations.testing import PostgresServer
 
 with warnings.catch_warnings():
     # Starlette warns when its TestClient runs on httpx rather than httpx2; either works here.
@@ -271,3 +276,56 @@ async def test_pool_for_an_app_that_is_not_running_says_what_to_do() -> None:
         assert pool_for(stopped) is made[-1]
     with pytest.raises(RuntimeError, match="no aiodbpool pool"):
         pool_for(stopped)
+
+
+# ------------------------------------------------------------------ checking the pools at start
+
+
+async def test_check_on_start_makes_a_connection_before_the_app_serves(tmp_path: Path) -> None:
+    app = FastAPI(
+        lifespan=lifespan(
+            lambda: create_pool(f"sqlite:///{tmp_path / 'app.db'}", min_size=0),
+            check_on_start=True,
+        )
+    )
+    async with started(app):
+        stats = pool_for(app).stats()
+        assert (stats.created, stats.idle) == (1, 1)  # made, and kept for the first request
+
+
+async def test_check_on_start_stops_the_start_when_no_connection_can_be_had() -> None:
+    driver = FakeDriver()
+    driver.fail_connects(FakeConnectionError("connection refused by the test"))
+    pool: Pool[Any] = Pool(driver, name="main")
+    app = FastAPI(lifespan=lifespan(lambda: pool, check_on_start=True))
+
+    with pytest.raises(PoolConnectError, match="refused by the test") as refused:
+        async with started(app):
+            pytest.fail("the app started without a connection")
+
+    assert any("check_on_start=True" in note for note in refused.value.__notes__)
+    assert pool.closed
+    with pytest.raises(RuntimeError, match="no aiodbpool pool"):
+        pool_for(app)
+
+
+async def test_check_on_start_stops_the_start_on_a_wrong_password(
+    postgres_server: PostgresServer,
+) -> None:
+    wrong = "not-the-right-one-" + postgres_server.password[:4]
+    url = postgres_server.dsn.replace(quote(postgres_server.password, safe=""), wrong)
+    app = FastAPI(lifespan=lifespan(lambda: create_pool(url), check_on_start=True))
+
+    with pytest.raises(PoolConnectError) as refused:
+        async with started(app):
+            pytest.fail("the app started with a wrong password")
+
+    assert isinstance(refused.value.__cause__, asyncpg.InvalidPasswordError)
+    told = "".join(traceback.format_exception(refused.value))
+    assert "check_on_start=True" in told
+    assert wrong not in told
+
+
+def test_check_on_start_must_be_a_boolean() -> None:
+    with pytest.raises(TypeError, match="lifespan\\(\\): check_on_start must be True or False"):
+        lifespan(lambda: create_pool("fake://"), check_on_start="yes")  # type: ignore[arg-type]
