@@ -44,10 +44,10 @@ import random
 import warnings
 import weakref
 from _thread import get_ident
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar
 
 from . import _connections, _options, events
 from ._books import GROWTH_AT_ONCE, Books, Record, Removal
@@ -60,7 +60,7 @@ from ._options import PoolOptions
 from .driver import Driver, SupportsAclose, SupportsInterrupt, SupportsTransactionStatus
 from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
 from .histogram import _Recorder
-from .lease import Lease
+from .lease import Lease, raw_connection
 from .stats import Counters, PoolStats
 
 __all__ = ["Pool"]
@@ -77,6 +77,28 @@ _POOL_FRAMES_ON_ACQUIRE: Final = 3
 """The pool's own frames between ``_hand_out``'s capture of the acquiring stack (for
 ``leak_timeout``) and the code that acquired: ``_hand_out``, ``_take_idle`` or
 ``_acquire_slowly``, and ``_Acquire.__await__``. Leak reports leave them out."""
+
+
+class _RunsStatements(Protocol):
+    """A connection with asyncpg's statement methods, which the pool's one-line statements
+    (``pool.fetchval(...)`` and the like) run."""
+
+    @property
+    def execute(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def executemany(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def fetch(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def fetchrow(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def fetchval(self) -> Callable[..., Awaitable[Any]]: ...
+
+
+_S = TypeVar("_S", bound=_RunsStatements)
+"""A connection type with asyncpg's statement methods (for ``self`` of the one-liners: ``Pool``
+is invariant in its connection type, so the bound is what lets ``Pool[asyncpg.Connection]``
+in)."""
 
 
 class _State(enum.Enum):
@@ -964,6 +986,72 @@ class Pool(Generic[C]):
             logger.warning(
                 "pool %r: closing the driver's resources failed: %s", self._name, describe(error)
             )
+
+    # ------------------------------------------------------------------ one-line statements
+
+    async def execute(self: Pool[_S], query: str, *args: Any, timeout: float | None = None) -> str:
+        """Run one statement on a connection borrowed for it, and give the connection back:
+        ``await conn.execute(query, *args, timeout=timeout)`` inside ``async with
+        pool.acquire() as conn``. For drivers whose connections have asyncpg's API (asyncpg,
+        the fake driver's ``api="asyncpg"``); the others raise ``TypeError``.
+
+        ``timeout`` bounds the statement, as the driver reads it; the borrow itself waits at
+        most the pool's ``acquire_timeout``. Each call borrows anew: statements that must share
+        a transaction or a session need one ``acquire()`` around them.
+        """
+        result: str = await self._run_one("execute", query, *args, timeout=timeout)
+        return result
+
+    async def executemany(
+        self: Pool[_S],
+        command: str,
+        args: Iterable[Sequence[Any]],
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """``conn.executemany(command, args, timeout=timeout)`` on a borrowed connection (see
+        ``execute``)."""
+        await self._run_one("executemany", command, args, timeout=timeout)
+
+    async def fetch(
+        self: Pool[_S], query: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        """``conn.fetch(query, *args, timeout=timeout)`` on a borrowed connection: every row
+        (see ``execute``)."""
+        rows: list[Any] = await self._run_one("fetch", query, *args, timeout=timeout)
+        return rows
+
+    async def fetchrow(
+        self: Pool[_S], query: str, *args: Any, timeout: float | None = None
+    ) -> Any | None:
+        """``conn.fetchrow(query, *args, timeout=timeout)`` on a borrowed connection: the first
+        row, or None (see ``execute``)."""
+        return await self._run_one("fetchrow", query, *args, timeout=timeout)
+
+    async def fetchval(
+        self: Pool[_S],
+        query: str,
+        *args: Any,
+        column: int = 0,
+        timeout: float | None = None,
+    ) -> Any:
+        """``conn.fetchval(query, *args, column=column, timeout=timeout)`` on a borrowed
+        connection: one value of the first row, or None (see ``execute``)."""
+        return await self._run_one("fetchval", query, *args, column=column, timeout=timeout)
+
+    async def _run_one(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Borrow a connection, run its ``method``, give it back (even if cancelled)."""
+        # cancel: the borrowed connection goes back, reset, as at the end of any async with
+        async with self.acquire() as conn:
+            run = getattr(conn, method, None)
+            if run is None:
+                raise TypeError(
+                    f"pool.{method}() runs the connection's own {method}(), and the connections "
+                    f"of pool {self._name!r} ({type(raw_connection(conn)).__name__}) have none: "
+                    "acquire a connection and use its own API"
+                )
+            # cancel: the statement is cancelled as in any borrower's hands; the release resets
+            return await run(*args, **kwargs)
 
     # ------------------------------------------------------------------ resize, expire, detach
 
