@@ -999,6 +999,7 @@ class Pool(Generic[C]):
         most the pool's ``acquire_timeout``. Each call borrows anew: statements that must share
         a transaction or a session need one ``acquire()`` around them.
         """
+        # cancel: _run_one gives the connection back, reset
         result: str = await self._run_one("execute", query, *args, timeout=timeout)
         return result
 
@@ -1011,13 +1012,14 @@ class Pool(Generic[C]):
     ) -> None:
         """``conn.executemany(command, args, timeout=timeout)`` on a borrowed connection (see
         ``execute``)."""
-        await self._run_one("executemany", command, args, timeout=timeout)
+        await self._run_one("executemany", command, args, timeout=timeout)  # cancel: as execute
 
     async def fetch(
         self: Pool[_S], query: str, *args: Any, timeout: float | None = None
     ) -> list[Any]:
         """``conn.fetch(query, *args, timeout=timeout)`` on a borrowed connection: every row
         (see ``execute``)."""
+        # cancel: as execute
         rows: list[Any] = await self._run_one("fetch", query, *args, timeout=timeout)
         return rows
 
@@ -1026,7 +1028,7 @@ class Pool(Generic[C]):
     ) -> Any | None:
         """``conn.fetchrow(query, *args, timeout=timeout)`` on a borrowed connection: the first
         row, or None (see ``execute``)."""
-        return await self._run_one("fetchrow", query, *args, timeout=timeout)
+        return await self._run_one("fetchrow", query, *args, timeout=timeout)  # cancel: as execute
 
     async def fetchval(
         self: Pool[_S],
@@ -1037,6 +1039,7 @@ class Pool(Generic[C]):
     ) -> Any:
         """``conn.fetchval(query, *args, column=column, timeout=timeout)`` on a borrowed
         connection: one value of the first row, or None (see ``execute``)."""
+        # cancel: as execute
         return await self._run_one("fetchval", query, *args, column=column, timeout=timeout)
 
     async def _run_one(self, method: str, *args: Any, **kwargs: Any) -> Any:
