@@ -58,7 +58,7 @@ from ._leaks import capture_stack, where_acquired
 from ._maintenance import one_round, run_maintenance
 from ._options import PoolOptions
 from .driver import Driver, SupportsAclose, SupportsInterrupt, SupportsTransactionStatus
-from .errors import PoolClosed, PoolConnectError, PoolExhausted, PoolTimeout
+from .errors import PoolClosed, PoolConnectError, PoolError, PoolExhausted, PoolTimeout
 from .histogram import _Recorder
 from .lease import Lease, raw_connection
 from .stats import Counters, PoolStats
@@ -770,7 +770,7 @@ class Pool(Generic[C]):
     ) -> None:
         await self.close()  # cancel: the pool closes all the same, ending what is left by force
 
-    async def open(self, wait: bool = True) -> None:
+    async def open(self, wait: bool = True, timeout: float | None = None) -> None:
         """Open the pool and its ``min_size`` connections.
 
         With ``wait=True`` (the default) this returns once ``min_size`` connections are open, and
@@ -778,10 +778,19 @@ class Pool(Generic[C]):
         that ``open()`` may be tried again. With ``wait=False`` it returns at once and the
         connections are opened in the background. Opening an open pool does nothing; an
         ``open()`` called while another one is still opening waits for it, and shares its outcome.
+
+        ``timeout`` (with ``wait=True``): instead of failing at the first connect that fails,
+        try the failed ones again, spaced by the backoff (``backoff_initial``, ``backoff_max``),
+        for up to ``timeout`` seconds in all; if ``min_size`` connections are still missing
+        then, raise ``PoolConnectError`` with the last connect error as its cause (or
+        ``PoolTimeout`` if no connect even finished), leaving the pool unopened. For a service
+        that may start before its database, as psycopg_pool's ``open(wait=True, timeout=...)``.
         """
+        limit = None if timeout is None else _options.check_seconds("timeout", timeout)
         if self._state is _State.OPEN:
             self._check_loop()
-            await self._opened_by_another(wait)  # cancel: only this caller stops waiting
+            # cancel: only this caller stops waiting
+            await self._opened_by_another(wait, limit)
             return
         if self._state is not _State.NEW:
             raise PoolClosed(
@@ -806,7 +815,7 @@ class Pool(Generic[C]):
         if wait and self._books.min_size:
             try:
                 # cancel: the connects stop, what opened is closed; the pool stays unopened
-                await self._fill_at_open(self._books.min_size)
+                await self._fill_at_open(self._books.min_size, limit)
             except BaseException as error:
                 if isinstance(error, Exception):
                     opened.set_exception(error)
@@ -824,7 +833,7 @@ class Pool(Generic[C]):
         )
         logger.debug("pool %r opened", self._name)
 
-    async def _opened_by_another(self, wait: bool) -> None:
+    async def _opened_by_another(self, wait: bool, timeout: float | None) -> None:
         """Wait for an ``open()`` still filling the pool, and share its outcome: its error if it
         failed, or a try of our own if it was cancelled."""
         opened = self._opened
@@ -837,20 +846,59 @@ class Pool(Generic[C]):
             if not opened.cancelled() or _being_cancelled():
                 raise
             # (The other open() was cancelled, not this one: try again.)
-            await self.open(wait)  # cancel: open() undoes itself; the pool stays unopened
+            # cancel: open() undoes itself; the pool stays unopened
+            await self.open(wait, timeout)
 
-    async def _fill_at_open(self, count: int) -> None:
-        """Open ``count`` connections at once; on any failure, close them all and re-raise."""
+    async def _fill_at_open(self, count: int, timeout: float | None) -> None:
+        """Open ``count`` connections at once. Without ``timeout``, the first failure closes
+        them all and is raised; with it, the connects that failed are tried again, spaced by
+        the backoff, until all are open or ``timeout`` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        backoff = Backoff(self._options.backoff_initial, self._options.backoff_max, self._rng)
+        failures: list[BaseException] = []
+        missing = count
+        while missing:
+            try:
+                # cancel: the connects stop, what opened is closed; the pool stays unopened
+                failures = await self._open_connections(missing, deadline)
+            except TimeoutError:  # the deadline passed while connects were still under way
+                raise self._not_opened(count, missing, timeout, failures) from None
+            if not failures:
+                return
+            missing = len(failures)
+            delay = backoff.failed(self._clock())
+            if deadline is None:
+                await self._undo_open()  # cancel: _shut_down ends what is left by force
+                raise failures[0]
+            if loop.time() + delay >= deadline:
+                await self._undo_open()  # cancel: _shut_down ends what is left by force
+                raise self._not_opened(count, missing, timeout, failures)
+            try:
+                await asyncio.sleep(delay)  # cancel: what opened is closed; stays unopened
+            except BaseException:
+                await self._undo_open()  # cancel: _shut_down ends what is left by force
+                raise
+
+    async def _open_connections(self, count: int, deadline: float | None) -> list[BaseException]:
+        """Start ``count`` connects at once and wait for them (until ``deadline``, by the loop's
+        clock); pool those that open and return the errors of the others. If the wait is
+        cancelled or the deadline passes, the connects stop, what opened is closed, and the pool
+        is left unopened before the cancellation (or ``TimeoutError``) goes on."""
         self._books.reserve_slots(count)
         connects = [
             _connections.spawn(self, _connections.connect(self), "connect") for _ in range(count)
         ]
         try:
-            # Shielded: gather would cancel the connects even before they start, and a connect
-            # that never ran never frees its slot. If open() is cancelled, cancel() stops them
-            # instead, and connect() frees their slots.
-            # cancel: the connects stop; any that opens anyway is closed (adopt_orphan)
-            results = await asyncio.gather(*map(asyncio.shield, connects), return_exceptions=True)
+            # cancel: none: entering and leaving a timeout never suspend
+            async with asyncio.timeout_at(deadline):
+                # Shielded: gather would cancel the connects even before they start, and a
+                # connect that never ran never frees its slot. If open() is cancelled, cancel()
+                # stops them instead, and connect() frees their slots.
+                # cancel: the connects stop; any that opens anyway is closed (adopt_orphan)
+                results = await asyncio.gather(
+                    *map(asyncio.shield, connects), return_exceptions=True
+                )
         except BaseException:
             _connections.abandon_connects(self, connects)
             await self._undo_open()  # cancel: _shut_down ends what is left by force
@@ -859,10 +907,32 @@ class Pool(Generic[C]):
         for result in results:
             if isinstance(result, Record):
                 self._return_to_pool(result, now)
-        failures = [result for result in results if isinstance(result, BaseException)]
-        if failures:
-            await self._undo_open()  # cancel: _shut_down ends what is left by force
-            raise failures[0]
+        return [result for result in results if isinstance(result, BaseException)]
+
+    def _not_opened(
+        self, count: int, missing: int, timeout: float | None, failures: list[BaseException]
+    ) -> PoolError:
+        """The error of an ``open(timeout=...)`` that ran out of time ``missing`` connections
+        short of ``count``: the last connect error, if any connect failed."""
+        where = (
+            f"pool {self._name!r} opened {count - missing} of its {count} connections "
+            f"(min_size) within {timeout:g}s (open(timeout=...))"
+        )
+        if not failures:
+            return PoolTimeout(
+                f"{where}: the connects did not finish; raise the timeout, or check that the "
+                "database is reachable (connect_timeout bounds each connect)",
+                pool_name=self._name,
+            )
+        last = failures[-1]
+        cause = last.__cause__ if isinstance(last, PoolConnectError) else last
+        error = PoolConnectError(
+            f"{where}: {describe(cause) if isinstance(cause, Exception) else last}; check the "
+            "database URL, the password and that the database is reachable",
+            pool_name=self._name,
+        )
+        error.__cause__ = cause
+        return error
 
     async def _undo_open(self) -> None:
         """Close what a failed or cancelled open() opened, and leave the pool unopened -- or

@@ -56,6 +56,72 @@ async def test_failed_open_raises_and_leaves_the_pool_unopened_for_a_retry() -> 
     assert driver.live == 0
 
 
+def _retrying_pool(driver: FakeDriver) -> Pool[FakeConnection]:
+    return Pool(
+        driver,
+        name="db",
+        min_size=2,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+        breaker_threshold=None,
+    )
+
+
+async def test_open_with_a_timeout_retries_failed_connects_until_min_size_exist() -> None:
+    driver = FakeDriver()
+    pool = _retrying_pool(driver)
+    driver.fail_next_connects(5)  # a database still starting
+
+    await pool.open(timeout=30)
+
+    assert pool.stats().idle == 2
+    assert driver.connect_attempts == 7  # five failed, two made
+    check_books(pool)
+    await pool.close()
+    assert driver.live == 0
+
+
+async def test_open_with_a_timeout_fails_with_the_last_connect_error_when_time_is_up() -> None:
+    driver = FakeDriver()
+    pool = _retrying_pool(driver)
+    driver.fail_connects(FakeConnectionError("still refused by the test"))
+
+    with pytest.raises(PoolConnectError, match="opened 0 of its 2 connections") as failed:
+        await pool.open(timeout=0.1)
+
+    assert "still refused by the test" in str(failed.value)
+    assert isinstance(failed.value.__cause__, FakeConnectionError)
+    assert driver.connect_attempts > 2  # it did try again
+    assert repr(pool).startswith("<Pool 'db' new size=0")  # unopened: open() may be tried again
+    driver.heal()
+    await pool.open(timeout=30)
+    assert pool.stats().idle == 2
+    await pool.close()
+
+
+async def test_open_with_a_timeout_stops_connects_that_hang_past_it() -> None:
+    driver = FakeDriver()
+    pool = _retrying_pool(driver)
+    driver.stall_connects()
+
+    with pytest.raises(PoolTimeout, match="the connects did not finish"):
+        await pool.open(timeout=0.05)
+
+    assert repr(pool).startswith("<Pool 'db' new size=0")  # no slot kept by the stopped connects
+    driver.heal()
+    await pool.open()
+    assert pool.stats().idle == 2
+    check_books(pool)
+    await pool.close()
+    assert driver.live == 0
+
+
+async def test_a_bad_open_timeout_is_refused_naming_it() -> None:
+    pool = Pool(FakeDriver())
+    with pytest.raises(ValueError, match="timeout must be more than zero seconds"):
+        await pool.open(timeout=0)
+
+
 async def test_open_cancelled_while_connecting_leaves_the_pool_unopened() -> None:
     driver = FakeDriver()
     pool = Pool(driver, min_size=2)
