@@ -168,6 +168,16 @@ class Books(Generic[C]):
         self.in_use[id(record.conn)] = record
         return record
 
+    def take_idle_to_check(self, record: Record[C]) -> bool:
+        """Book this idle record in use, to be checked (``Pool.check``); False if it is not idle
+        any more (lent or closed meanwhile)."""
+        try:
+            self.idle.remove(record)
+        except ValueError:
+            return False
+        self.in_use[id(record.conn)] = record
+        return True
+
     def join_line(self, *, first: bool = False) -> asyncio.Future[Record[C]]:
         """Queue an acquirer (at the head if ``first``: it had its turn, but its connection
         proved unusable); it then awaits ``waiters.take`` with the ticket returned."""

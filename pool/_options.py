@@ -10,8 +10,9 @@ are also used alone, for the arguments of ``resize``, ``acquire`` and ``close``.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final, Literal, overload
+from typing import Any, Final, Literal, overload
 
 from ._clock import Clock, monotonic
 
@@ -62,6 +63,8 @@ class PoolOptions:
     breaker_threshold: int | None  # None: no circuit breaker
     clock: Clock
     close_driver: bool
+    setup: Callable[[Any], Awaitable[None]] | None  # run on every lend (the option ``setup``)
+    connection_check: Callable[[Any], Coroutine[Any, Any, None]] | None  # replaces the ping
 
     @classmethod
     def check(
@@ -88,6 +91,8 @@ class PoolOptions:
         breaker_threshold: object,
         clock: Clock | None,
         close_driver: object,
+        setup: object = None,
+        check: object = None,
     ) -> PoolOptions:
         """Check every option, raise for the first bad one, and return them typed.
 
@@ -129,6 +134,11 @@ class PoolOptions:
                 "lower backoff_initial or raise backoff_max"
             )
         threshold = check_count("breaker_threshold", breaker_threshold, minimum=1, allow_none=True)
+        for option, hook in (("setup", setup), ("check", check)):
+            if hook is not None and not callable(hook):
+                raise TypeError(
+                    f"{option} must be an async function of one connection, or None; got {hook!r}"
+                )
         return cls(
             name=name,
             min_size=min_,
@@ -150,6 +160,8 @@ class PoolOptions:
             breaker_threshold=threshold,
             clock=clock or monotonic,
             close_driver=close_driver,
+            setup=setup,  # type: ignore[arg-type]  # checked callable above
+            connection_check=check,  # type: ignore[arg-type]  # checked callable above
         )
 
 

@@ -39,6 +39,7 @@ import asyncio
 import enum
 import gc
 import logging
+import math
 import os
 import random
 import warnings
@@ -211,6 +212,15 @@ class Pool(Generic[C]):
         close_driver: When the pool closes, also release the driver's own resources
             (``await driver.aclose()``, for a driver that has it, such as SQLite's shared
             in-memory database). ``create_pool`` sets it: the driver it makes belongs to the pool.
+        setup: ``async def setup(conn)``, run on every lend with what the borrower gets, before
+            ``acquire()`` returns it (asyncpg's ``setup``): to set a session variable per
+            request, say. It runs within the acquire's timeout; if it raises, the connection is
+            discarded and the error goes to the acquirer. A pool with a setup has no fast path:
+            every lend awaits it.
+        check: ``async def check(conn)``, which raises if the driver's connection is not fit to
+            lend, run instead of the driver's ``ping`` whenever a connection is validated (see
+            ``validate_after_idle``; ``0`` checks every lend, as psycopg_pool's ``check``
+            does). A connection that fails it is discarded, and another one tried.
     """
 
     def __init__(
@@ -237,6 +247,8 @@ class Pool(Generic[C]):
         breaker_threshold: int | None = 5,
         clock: Clock | None = None,
         close_driver: bool = False,
+        setup: Callable[[C], Awaitable[None]] | None = None,
+        check: Callable[[C], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         options = PoolOptions.check(
             driver,
@@ -260,6 +272,8 @@ class Pool(Generic[C]):
             breaker_threshold=breaker_threshold,
             clock=clock,
             close_driver=close_driver,
+            setup=setup,
+            check=check,
         )
 
         # Configuration, fixed for the pool's life: the checked options, in one frozen object.
@@ -270,6 +284,13 @@ class Pool(Generic[C]):
         self._name: Final = options.name
         self._clock: Final = options.clock
         self._validate_after_idle: Final = options.validate_after_idle
+        # How long an idle connection may have waited to be lent on the fast path: as long as it
+        # needs no validation, unless there is a setup hook to await (then never: -inf).
+        self._fast_within: Final = (
+            options.validate_after_idle if options.setup is None else -math.inf
+        )
+        self._setup: Final = options.setup
+        self._check_hook: Final = options.connection_check  # None: validate with the ping
         self._max_uses: Final = options.max_uses
         self._leak_timeout: Final = options.leak_timeout
         self._rng = random.Random()
@@ -357,7 +378,7 @@ class Pool(Generic[C]):
         now = self._clock()
         try:
             unfit = (
-                now - record.released_at >= self._validate_after_idle
+                now - record.released_at >= self._fast_within
                 or now >= record.retire_at
                 or self._is_closed(record.conn)
                 or get_ident() != self._thread  # another loop: the slow path explains
@@ -382,6 +403,20 @@ class Pool(Generic[C]):
             async with deadline:
                 # cancel: _obtain gives back, or discards, what it took for this caller
                 record = await self._obtain()
+                now = self._clock()
+                if self._state is not _State.OPEN:
+                    # The pool closed while this acquirer was connecting: the connection goes
+                    # back (and is closed), the caller gets the same error as any acquirer of a
+                    # closed pool.
+                    self._return_to_pool(record, now)
+                    self._check_open()
+                waited = now - started
+                self._counters.count_wait(waited)
+                self._wait_time.record(waited)
+                conn = self._hand_out(record, now, wait=waited)
+                if self._setup is not None:
+                    # cancel: the lend ends and the connection is discarded (_set_up)
+                    await self._set_up(conn)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -397,16 +432,25 @@ class Pool(Generic[C]):
                 "(acquire(timeout=...) or the pool's acquire_timeout)",
                 pool_name=self._name,
             ) from None
-        now = self._clock()
-        if self._state is not _State.OPEN:
-            # The pool closed while this acquirer was connecting: the connection goes back (and
-            # is closed), the caller gets the same error as any acquirer of a closed pool.
-            self._return_to_pool(record, now)
-            self._check_open()
-        waited = now - started
-        self._counters.count_wait(waited)
-        self._wait_time.record(waited)
-        return self._hand_out(record, now, wait=waited)
+        return conn
+
+    async def _set_up(self, conn: C) -> None:
+        """Run the ``setup`` hook on a connection just lent. If it fails or is cancelled (the
+        acquire's deadline, or the caller), the lend ends and the connection is discarded: the
+        hook may have left it anywhere."""
+        assert self._setup is not None
+        try:
+            await self._setup(conn)  # cancel: the lend ends, the connection is discarded
+        except BaseException:
+            record = self._books.end_lend(id(conn))
+            if record is not None:  # (else close() ended it meanwhile)
+                if self._lease_class is not None:
+                    lease: Lease[Any] = conn  # type: ignore[assignment]  # what _hand_out lent
+                    leftover = lease._end("released")
+                    if leftover is not None:
+                        leftover.close()  # the connection is discarded: nothing to wait for
+                self._unbook_and_close(record, "discarded", hard=True)
+            raise
 
     async def _obtain(self) -> Record[C]:
         """Get a usable connection record, already booked in use."""
@@ -449,9 +493,10 @@ class Pool(Generic[C]):
             # under way goes on, and its connection serves the next waiter or joins the pool.
             return await books.waiters.take(ticket, self._give_back)  # fresh: no ping needed
 
-    async def _validate_or_discard(self, record: Record[C]) -> bool:
-        """Check an idle connection taken by the slow path: return True if it may be lent, or
-        discard it (unbook and close it) and return False."""
+    async def _validate_or_discard(self, record: Record[C], *, always: bool = False) -> bool:
+        """Check an idle connection taken by the slow path (or by ``check()``, which validates
+        ``always``): return True if it may be lent, or discard it (unbook and close it) and
+        return False."""
         now = self._clock()
         if self._known_closed(record.conn):
             self._unbook_and_close(record, "discarded")
@@ -459,12 +504,13 @@ class Pool(Generic[C]):
         if now >= record.retire_at:
             self._unbook_and_close(record, "evicted_lifetime")
             return False
-        if now - record.released_at < self._validate_after_idle:
+        if not always and now - record.released_at < self._validate_after_idle:
             return True
+        validate = self._driver.ping if self._check_hook is None else self._check_hook
         try:
             # cancel: a ping interrupted by the deadline or the caller leaves the connection in
             # an unknown state, so it is discarded like a failed one.
-            await call_with_timeout(self._driver.ping(record.conn), self._options.ping_timeout)
+            await call_with_timeout(validate(record.conn), self._options.ping_timeout)
         except BaseException as error:
             self._counters.validation_failures += 1
             self._unbook_and_close(record, "discarded", hard=True)
@@ -1125,6 +1171,24 @@ class Pool(Generic[C]):
                 )
             # cancel: the statement is cancelled as in any borrower's hands; the release resets
             return await run(*args, **kwargs)
+
+    async def check(self) -> int:
+        """Validate every idle connection now, one at a time, with the ``check`` hook or the
+        driver's ping, and discard those that fail (new ones replace them as needed, as after
+        any discard); return how many were discarded. As psycopg_pool's ``check()``: after a
+        network change, or before a burst that should meet no dead connection."""
+        self._check_open()
+        self._check_loop()
+        discarded = 0
+        for record in list(self._books.idle):
+            if not self._books.take_idle_to_check(record):
+                continue  # lent or closed meanwhile
+            # cancel: the connection being checked is discarded, the others stay idle
+            if await self._validate_or_discard(record, always=True):
+                self._return_to_pool(record, self._clock())
+            else:
+                discarded += 1
+        return discarded
 
     # ------------------------------------------------------------------ resize, expire, detach
 
