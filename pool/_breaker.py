@@ -79,7 +79,16 @@ class Breaker:
     reaches ``threshold``, so the two cannot disagree.
     """
 
-    __slots__ = ("backoff", "errors_in_a_row", "last_error", "probes", "rejections", "threshold")
+    __slots__ = (
+        "backoff",
+        "errors_in_a_row",
+        "failing_since",
+        "last_error",
+        "outage_reported",
+        "probes",
+        "rejections",
+        "threshold",
+    )
 
     def __init__(self, threshold: int | None, backoff: Backoff) -> None:
         self.threshold = threshold
@@ -95,6 +104,10 @@ class Breaker:
         cannot both become the probe."""
         self.rejections = 0
         """Acquirers refused a new connection because the breaker was open."""
+        self.failing_since: float | None = None
+        """When the first of the connects failed in a row failed; None after a success."""
+        self.outage_reported = False
+        """Whether the pool has told its ``reconnect_failed`` hook of this run of failures."""
 
     # ------------------------------------------------------------------ questions
 
@@ -168,6 +181,8 @@ class Breaker:
         ``backoff_initial``, not after a delay grown by every failed request.
         """
         was_open = self.is_open()
+        if not self.errors_in_a_row:
+            self.failing_since = now
         self.errors_in_a_row += 1
         self.last_error = error
         opened = not was_open and self.is_open()
@@ -182,8 +197,19 @@ class Breaker:
         was_open = self.is_open()
         self.errors_in_a_row = 0
         self.last_error = None
+        self.failing_since = None
+        self.outage_reported = False
         self.backoff.succeeded()
         return was_open
+
+    def outage_to_report(self, now: float, after: float) -> bool:
+        """Whether connects have failed, with no success, for ``after`` seconds by ``now`` and
+        nobody has been told yet; if so, it counts as told from now on."""
+        since = self.failing_since
+        if since is None or self.outage_reported or now - since < after:
+            return False
+        self.outage_reported = True
+        return True
 
     def forget_last_error(self) -> None:
         """Drop the last connect error (the pool closed): its traceback would keep frames alive."""

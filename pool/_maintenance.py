@@ -89,6 +89,7 @@ def one_round(pool: Pool[Any]) -> float | None:
     if leak_timeout is not None:
         _report_leaks(pool, now, leak_timeout)
     _refill(pool, now)
+    _report_outage(pool, now)
     delay = pool._options.maintenance_interval
     breaker = pool._breaker
     wait = breaker.backoff_left(now)
@@ -143,6 +144,23 @@ def _report_leaks(pool: Pool[Any], now: float, leak_timeout: float) -> None:
             leak_timeout,
             format_stack(stack),
         )
+
+
+def _report_outage(pool: Pool[Any], now: float) -> None:
+    """Tell ``reconnect_failed``, once per outage, that connects have failed for
+    ``reconnect_timeout`` seconds; an error in it is logged, and the round goes on."""
+    hook = pool._options.reconnect_failed
+    if hook is None or not pool._breaker.outage_to_report(now, pool._options.reconnect_timeout):
+        return
+    logger.warning(
+        "pool %r: connects have failed for %gs (reconnect_timeout); calling reconnect_failed",
+        pool.name,
+        pool._options.reconnect_timeout,
+    )
+    try:
+        hook(pool)
+    except Exception:
+        logger.exception("pool %r: the reconnect_failed hook raised", pool.name)
 
 
 def _refill(pool: Pool[Any], now: float) -> None:

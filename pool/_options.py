@@ -65,6 +65,8 @@ class PoolOptions:
     close_driver: bool
     setup: Callable[[Any], Awaitable[None]] | None  # run on every lend (the option ``setup``)
     connection_check: Callable[[Any], Coroutine[Any, Any, None]] | None  # replaces the ping
+    reconnect_timeout: float  # how long connects may fail before reconnect_failed is called
+    reconnect_failed: Callable[[Any], None] | None  # told of an outage that long
 
     @classmethod
     def check(
@@ -93,6 +95,8 @@ class PoolOptions:
         close_driver: object,
         setup: object = None,
         check: object = None,
+        reconnect_timeout: object = 300.0,
+        reconnect_failed: object = None,
     ) -> PoolOptions:
         """Check every option, raise for the first bad one, and return them typed.
 
@@ -139,6 +143,12 @@ class PoolOptions:
                 raise TypeError(
                     f"{option} must be an async function of one connection, or None; got {hook!r}"
                 )
+        reconnect = check_seconds("reconnect_timeout", reconnect_timeout)
+        if reconnect_failed is not None and not callable(reconnect_failed):
+            raise TypeError(
+                f"reconnect_failed must be a function of the pool, or None; got "
+                f"{reconnect_failed!r}"
+            )
         return cls(
             name=name,
             min_size=min_,
@@ -162,6 +172,8 @@ class PoolOptions:
             close_driver=close_driver,
             setup=setup,  # type: ignore[arg-type]  # checked callable above
             connection_check=check,  # type: ignore[arg-type]  # checked callable above
+            reconnect_timeout=reconnect,
+            reconnect_failed=reconnect_failed,
         )
 
 

@@ -221,6 +221,12 @@ class Pool(Generic[C]):
             lend, run instead of the driver's ``ping`` whenever a connection is validated (see
             ``validate_after_idle``; ``0`` checks every lend, as psycopg_pool's ``check``
             does). A connection that fails it is discarded, and another one tried.
+        reconnect_timeout: How long connects may fail in a row, with no success, before
+            ``reconnect_failed`` is told.
+        reconnect_failed: ``reconnect_failed(pool)``, called once per outage, from the
+            background job, when connects have failed for ``reconnect_timeout`` seconds
+            (psycopg_pool's): to alert, or to stop a process that cannot work. An error in it
+            is logged; it must not block.
     """
 
     def __init__(
@@ -249,6 +255,8 @@ class Pool(Generic[C]):
         close_driver: bool = False,
         setup: Callable[[C], Awaitable[None]] | None = None,
         check: Callable[[C], Coroutine[Any, Any, None]] | None = None,
+        reconnect_timeout: float = 300.0,
+        reconnect_failed: Callable[[Pool[C]], None] | None = None,
     ) -> None:
         options = PoolOptions.check(
             driver,
@@ -274,6 +282,8 @@ class Pool(Generic[C]):
             close_driver=close_driver,
             setup=setup,
             check=check,
+            reconnect_timeout=reconnect_timeout,
+            reconnect_failed=reconnect_failed,
         )
 
         # Configuration, fixed for the pool's life: the checked options, in one frozen object.

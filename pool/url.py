@@ -53,6 +53,7 @@ _URL_SECONDS = frozenset(
         "maintenance_interval",
         "backoff_initial",
         "backoff_max",
+        "reconnect_timeout",
     }
 )
 _URL_OPTIONS = _URL_COUNTS | _URL_SECONDS | {"name"}

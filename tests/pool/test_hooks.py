@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import check_books, wait_until
+from helpers import CountingClock, check_books, maintenance_rounds, wait_until
 
 from aiodbpool import Pool, PoolClosed, PoolTimeout, create_pool, raw_connection
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeDriver
@@ -110,3 +110,78 @@ async def test_pool_check_on_a_pool_not_open_says_so() -> None:
 def test_a_hook_that_is_not_callable_is_refused_naming_it(option: str) -> None:
     with pytest.raises(TypeError, match=f"{option} must be an async function of one connection"):
         Pool(FakeDriver(), **{option: "print"})  # type: ignore[arg-type]
+
+
+async def test_reconnect_failed_is_told_once_per_outage() -> None:
+    driver, clock = FakeDriver(), CountingClock()
+    told: list[Pool[Any]] = []
+    pool = Pool(
+        driver,
+        min_size=1,
+        maintenance_interval=0.01,
+        backoff_initial=1.0,
+        backoff_max=1.0,
+        reconnect_timeout=60.0,
+        reconnect_failed=told.append,
+        clock=clock,
+    )
+    driver.fail_connects()
+    await pool.open(wait=False)
+    try:
+        await wait_until(lambda: pool.stats().connect_errors >= 1)
+        clock.advance(30.0)
+        await maintenance_rounds(clock)
+        assert told == []  # failing for 30 s: not yet
+        for _ in range(3):
+            clock.advance(20.0)  # past 60 s, and on: each round may probe again, and fail
+            await maintenance_rounds(clock)
+        assert told == [pool]  # once for the outage, however long it lasts
+
+        driver.heal()
+        clock.advance(2.0)
+        await wait_until(lambda: pool.stats().idle == 1)  # a probe connected: the outage ended
+        errors = pool.stats().connect_errors
+        driver.fail_connects()
+        pool.expire()  # the connection goes; refills fail again: a second outage
+        await wait_until(lambda: pool.stats().connect_errors > errors)
+        clock.advance(61.0)
+        await maintenance_rounds(clock)
+        await wait_until(lambda: len(told) == 2)
+    finally:
+        driver.heal()
+        await pool.close()
+
+
+async def test_a_reconnect_failed_hook_that_raises_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver, clock = FakeDriver(), CountingClock()
+
+    def broken(pool: Pool[Any]) -> None:
+        raise RuntimeError("hook bug")
+
+    pool = Pool(
+        driver,
+        min_size=1,
+        maintenance_interval=0.01,
+        reconnect_timeout=1.0,
+        reconnect_failed=broken,
+        clock=clock,
+    )
+    driver.fail_connects()
+    await pool.open(wait=False)
+    try:
+        await wait_until(lambda: pool.stats().connect_errors >= 1)
+        clock.advance(2.0)
+        await wait_until(lambda: any("hook raised" in r.getMessage() for r in caplog.records))
+        await maintenance_rounds(clock)  # the job goes on
+    finally:
+        driver.heal()
+        await pool.close()
+
+
+def test_a_bad_reconnect_option_is_refused_naming_it() -> None:
+    with pytest.raises(TypeError, match="reconnect_failed must be a function of the pool"):
+        Pool(FakeDriver(), reconnect_failed="alert")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reconnect_timeout must be more than zero"):
+        Pool(FakeDriver(), reconnect_timeout=0)
