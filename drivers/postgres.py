@@ -212,12 +212,33 @@ class PostgresDriver:
         reset: ResetMode = "transaction",
         **connect_options: Any,
     ) -> None:
-        if dsn is not None:
-            _check_dsn(dsn)
         if reset not in ("transaction", "full"):
             raise ValueError(f"reset must be 'transaction' or 'full', got {reset!r}")
         if init is not None and not callable(init):
             raise TypeError(f"init must be an async function, got {type(init).__name__}")
+        # What no error leaving connect() may quote: the DSN's passwords, the password given,
+        # and the last values a password function returned (set_connect_args adds the new ones).
+        self._secrets = Secrets(())
+        self._init = init
+        self._reset_mode: ResetMode = reset
+        self._dsn: str | None = None
+        self._password: Password | None = None
+        self._connect_options: dict[str, Any] = {}
+        self.set_connect_args(dsn, password=password, **connect_options)
+
+    def set_connect_args(
+        self, dsn: str | None = None, *, password: Password | None = None, **connect_options: Any
+    ) -> None:
+        """Replace the DSN, the password and the keywords of ``asyncpg.connect`` for the
+        connects from now on, as asyncpg's ``Pool.set_connect_args`` does (``init`` and
+        ``reset`` stay). Checked like the constructor's, before anything changes.
+
+        Connections already open keep what they were opened with: call the pool's ``expire()``
+        to replace them as they come back. For a password that changes by itself (a cloud IAM
+        token), a password function is simpler.
+        """
+        if dsn is not None:
+            _check_dsn(dsn)
         if password is not None and not (isinstance(password, str) or callable(password)):
             raise TypeError(
                 "password must be a string or a function returning one, "
@@ -229,15 +250,13 @@ class PostgresDriver:
                 f"unknown PostgreSQL driver option(s): {', '.join(unknown)} (the driver takes "
                 "password, init and reset, plus the keywords of asyncpg.connect)"
             )
-        self._dsn = dsn
-        self._password = password
-        # What no error leaving connect() may quote: the DSN's passwords, the password given,
-        # and the last values a password function returned.
-        self._secrets = Secrets(url_secrets(dsn) if dsn is not None else ())
+        if dsn is not None:
+            for secret in url_secrets(dsn):
+                self._secrets.add(secret)
         if isinstance(password, str):
             self._secrets.add(password)
-        self._init = init
-        self._reset_mode: ResetMode = reset
+        self._dsn = dsn
+        self._password = password
         self._connect_options = connect_options
 
     @property

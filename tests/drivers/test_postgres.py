@@ -406,3 +406,49 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+# ------------------------------------------------------------------ connect arguments changed
+
+
+async def test_set_connect_args_applies_to_the_connects_that_follow(
+    postgres_server: PostgresServer,
+) -> None:
+    driver = PostgresDriver(postgres_server.dsn, server_settings={"application_name": "before"})
+    async with Pool(driver, max_size=2) as pool:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "before"
+
+        driver.set_connect_args(postgres_server.dsn, server_settings={"application_name": "after"})
+        async with pool.acquire() as conn:  # the connection opened before keeps its settings
+            assert await conn.fetchval("SHOW application_name") == "before"
+        pool.expire()  # replace the connections opened with the old arguments
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "after"
+
+
+async def test_a_password_set_later_is_scrubbed_and_replaced(
+    postgres_server: PostgresServer,
+) -> None:
+    dsn = postgres_server.dsn
+    driver = PostgresDriver(dsn)
+    wrong = "a-wrong-password-set-later"
+    async with Pool(driver, breaker_threshold=None) as pool:
+        driver.set_connect_args(dsn, password=wrong)
+        with pytest.raises(PoolConnectError) as refused:
+            await pool.acquire()
+        assert isinstance(refused.value.__cause__, asyncpg.InvalidPasswordError)
+        assert wrong not in repr(driver)
+
+        driver.set_connect_args(dsn, password=postgres_server.password)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+
+
+def test_bad_connect_args_are_refused_and_change_nothing() -> None:
+    driver = PostgresDriver("postgresql://app@db/shop", command_timeout=5)
+    with pytest.raises(TypeError, match="unknown PostgreSQL driver option"):
+        driver.set_connect_args("postgresql://app@db2/shop", no_such_option=1)
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        driver.set_connect_args("mysql://app@db/shop")
+    assert repr(driver) == "<PostgresDriver 'postgresql://app@db/shop' reset='transaction'>"
