@@ -129,6 +129,36 @@ class AsyncpgPool(_Asyncpg):
             await self._pool.close()
 
 
+class AiodbpoolPsycopg:
+    """aiodbpool with its psycopg 3 driver (``postgresql+psycopg://``), defaults except the
+    size: against psycopg_pool, the same client library under another pool."""
+
+    concurrent = True
+    name = "aiodbpool (psycopg)"
+
+    def __init__(self, dsn: str, pool_size: int) -> None:
+        url = "postgresql+psycopg://" + dsn.partition("://")[2]
+        self._pool: Pool[psycopg.AsyncConnection[Any]] = create_pool(
+            url, min_size=pool_size, max_size=pool_size
+        )
+
+    async def open(self) -> None:
+        await self._pool.open()
+
+    def borrow(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return self._pool.acquire()
+
+    async def select_one(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cursor = await conn.execute(_SELECT_ONE)
+        await cursor.fetchone()
+
+    async def sleep(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(_SLEEP)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
 class PsycopgPool:
     """``psycopg_pool.AsyncConnectionPool``. Without autocommit, a statement opens a
     transaction, which the pool rolls back when the connection comes back."""
@@ -249,6 +279,7 @@ def contenders(dsn: str, pool_size: int) -> list[Contender]:
         Aiodbpool(dsn, pool_size),
         Aiodbpool(dsn, pool_size, lease=False),
         Aiodbpool(dsn, pool_size, reset="full"),
+        AiodbpoolPsycopg(dsn, pool_size),
         AsyncpgPool(dsn, pool_size),
         AsyncpgPool(dsn, pool_size, reset=False),
         PsycopgPool(dsn, pool_size, autocommit=True),

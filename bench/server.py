@@ -27,6 +27,11 @@ class Server:
     description: str
 
 
+BENCH_MAX_CONNECTIONS = 300
+"""``max_connections`` of the throwaway server: the pools of every contender, open together,
+plus the connect-per-use contender's 100 connections in W3, plus room to spare."""
+
+
 @contextmanager
 def postgres() -> Iterator[Server]:
     """The configured server, or a throwaway one for as long as the block runs."""
@@ -36,7 +41,9 @@ def postgres() -> Iterator[Server]:
         return
     from aiodbpool.integrations.testing import PostgresServer
 
-    with PostgresServer() as cluster:
+    # The PostgreSQL workloads hold every pool's connections at once, and connect per use opens
+    # up to 100 more: room beyond the default 200.
+    with PostgresServer(max_connections=BENCH_MAX_CONNECTIONS) as cluster:
         yield Server(
             cluster.dsn,
             "a throwaway PostgreSQL from the pgserver package's binaries, on 127.0.0.1 over TCP "

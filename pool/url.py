@@ -61,7 +61,14 @@ _URL_OPTIONS = _URL_COUNTS | _URL_SECONDS | {"name"}
 ``close_driver`` are for code, not for configuration.)"""
 
 # Where a driver's package is missing, the extra that installs it.
-_EXTRAS = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"}
+_EXTRAS = {
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "postgresql+psycopg": "psycopg",
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

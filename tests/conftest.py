@@ -18,20 +18,28 @@ Defined here, on top of ``postgres_server``:
 ``chromium``
     A tab of a headless Chromium (``tests/chromium.py``). Without the ``chromium`` program its
     tests are skipped, except under ``CI=true``, where they fail.
+
+And, for the MySQL driver:
+
+``mariadb_server``, ``mariadb_url``
+    A throwaway :class:`~aiodbpool.integrations.testing.MariaDBServer` for the session, and its
+    ``mysql://`` URL. Without the ``mariadbd`` program their tests are skipped, except under
+    ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 import uvloop
 from chromium import Page, chromium_binary, headless_chromium
 from faultproxy import FaultProxy
 
-from aiodbpool.integrations.testing import PostgresServer
+from aiodbpool.integrations.testing import MariaDBServer, PostgresServer
+from aiodbpool.integrations.testing.mariadb import mariadb_binaries
 from aiodbpool.integrations.testing.postgres import pgbouncer_binary
 
 
@@ -54,6 +62,24 @@ def pgbouncer_dsn(postgres_server: PostgresServer) -> str:
             pytest.fail(f"{message}, and CI must run every test", pytrace=False)
         pytest.skip(message)
     return postgres_server.start_pgbouncer("transaction")
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    """A throwaway MariaDB server, started on first use and deleted at the end of the session."""
+    if mariadb_binaries() is None:
+        message = "needs mariadbd (Debian package 'mariadb-server'; .ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}, and CI must run every test", pytrace=False)
+        pytest.skip(message)
+    with MariaDBServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb_url(mariadb_server: MariaDBServer) -> str:
+    """The ``mysql://`` URL, with its password, of ``mariadb_server``'s application user."""
+    return mariadb_server.url
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@
   :class:`~aiodbpool.drivers.fake.FakeDriver` whose driver and clock it keeps typed.
 * :class:`PostgresServer`: the throwaway PostgreSQL server that ``postgres_server`` runs, from the
   binaries of the ``pgserver`` package (``pip install 'aiodbpool[testing]'``).
+* :class:`MariaDBServer`: a throwaway MariaDB server, from Debian's ``mariadb-server`` programs
+  (no plugin fixture runs it; aiodbpool's own tests have ``mariadb_url`` in their conftest).
 
 Importing this package (as pytest does, for the plugin, in every test run) imports nothing but
 the pool's core: each class is imported when first used, and whatever needs an optional package
@@ -19,9 +21,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._pools import FakePool
+    from .mariadb import MariaDBServer, MariaDBServerError
     from .postgres import PostgresServer, PostgresServerError
 
-__all__ = ["TEST_DSN_VARIABLE", "FakePool", "PostgresServer", "PostgresServerError"]
+__all__ = [
+    "TEST_DSN_VARIABLE",
+    "FakePool",
+    "MariaDBServer",
+    "MariaDBServerError",
+    "PostgresServer",
+    "PostgresServerError",
+]
 
 TEST_DSN_VARIABLE = "AIODBPOOL_TEST_DSN"
 """The environment variable that points ``postgres_url`` at a server of your own."""
@@ -37,4 +47,8 @@ def __getattr__(name: str) -> object:
         from . import postgres
 
         return getattr(postgres, name)
+    if name in ("MariaDBServer", "MariaDBServerError"):
+        from . import mariadb
+
+        return getattr(mariadb, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""One contract, every driver: what the pool relies on, checked against PostgreSQL, SQLite and the
-fake driver alike.
+"""One contract, every driver: what the pool relies on, checked against PostgreSQL (through asyncpg
+and through psycopg), MariaDB (through asyncmy), SQLite and the fake driver alike.
 
 Each database gets a small adapter that knows its SQL dialect and, where the database has them,
 how to make the server side of a connection go away and how to run a statement slow enough to be
@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncmy
 import asyncpg
+import psycopg
 import pytest
 from helpers import finishes_at_once, wait_until
 
@@ -28,6 +30,7 @@ from aiodbpool import (
     raw_connection,
 )
 from aiodbpool.drivers.fake import FakeConnectionError, FakeDriver
+from aiodbpool.integrations.testing import MariaDBServer
 
 
 class Adapter:
@@ -91,6 +94,71 @@ class PostgresAdapter(Adapter):
             await admin.close()
 
 
+class PsycopgAdapter(Adapter):
+    name = "psycopg"
+    has_server_side = True
+    closed_error = psycopg.OperationalError
+
+    def __init__(self, driver: Driver[Any], dsn: str) -> None:
+        super().__init__(driver)
+        self.dsn = dsn
+
+    async def execute(self, conn: psycopg.AsyncConnection[Any], sql: str) -> None:
+        await conn.execute(sql)
+
+    async def count(self, conn: psycopg.AsyncConnection[Any], table: str) -> int | None:
+        cursor = await conn.execute(f"SELECT count(*) FROM {table}")
+        row = await cursor.fetchone()
+        assert row is not None
+        rows: int = row[0]
+        return rows
+
+    def in_transaction(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        return conn.info.transaction_status is not psycopg.pq.TransactionStatus.IDLE
+
+    def slow_statement(self, conn: psycopg.AsyncConnection[Any]) -> Awaitable[object]:
+        return conn.execute("SELECT pg_sleep(30)")
+
+    async def lose_server_side(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s, 5000)", [conn.info.backend_pid])
+
+
+class MariaDBAdapter(Adapter):
+    name = "mariadb"
+    has_server_side = True
+    closed_error = asyncmy.errors.InterfaceError
+
+    def __init__(self, driver: Driver[Any], server: MariaDBServer) -> None:
+        super().__init__(driver)
+        self.server = server
+
+    async def execute(self, conn: asyncmy.Connection, sql: str) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql)
+
+    async def count(self, conn: asyncmy.Connection, table: str) -> int | None:
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"SELECT count(*) FROM {table}")
+            row = await cursor.fetchone()
+        rows: int = row[0]
+        return rows
+
+    def in_transaction(self, conn: asyncmy.Connection) -> bool:
+        return conn.get_transaction_status()
+
+    def slow_statement(self, conn: asyncmy.Connection) -> Awaitable[object]:
+        return self.execute(conn, "SELECT SLEEP(30)")
+
+    async def lose_server_side(self, conn: asyncmy.Connection) -> None:
+        admin = await asyncmy.connect(unix_socket=str(self.server.socket_path), user="root")
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"KILL CONNECTION {conn.thread_id()}")
+        finally:
+            await admin.ensure_closed()
+
+
 class SQLiteAdapter(Adapter):
     name = "sqlite"
     closed_error = ValueError  # aiosqlite's
@@ -144,8 +212,8 @@ class FakeAdapter(Adapter):
         self.driver.break_connection(conn, detected=True)
 
 
-ALL = ["postgres", "sqlite", "fake"]
-WITH_SERVER_SIDE = ["postgres", "fake"]
+ALL = ["postgres", "psycopg", "mariadb", "sqlite", "fake"]
+WITH_SERVER_SIDE = ["postgres", "psycopg", "mariadb", "fake"]
 
 
 @pytest.fixture
@@ -155,6 +223,13 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Adapter:
     if name == "postgres":
         dsn: str = request.getfixturevalue("postgres_url")
         return PostgresAdapter(create_pool(dsn).driver, dsn)
+    if name == "psycopg":
+        dsn = request.getfixturevalue("postgres_url")
+        url = "postgresql+psycopg://" + dsn.partition("://")[2]
+        return PsycopgAdapter(create_pool(url).driver, dsn)
+    if name == "mariadb":
+        server: MariaDBServer = request.getfixturevalue("mariadb_server")
+        return MariaDBAdapter(create_pool(server.url).driver, server)
     if name == "sqlite":
         return SQLiteAdapter(create_pool(f"sqlite:///{tmp_path / 'contract.db'}").driver)
     return FakeAdapter(create_pool("fake://").driver)
