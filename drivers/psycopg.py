@@ -354,6 +354,31 @@ class PsycopgDriver:
         row_factory: Any = None,
         **params: Any,
     ) -> None:
+        if init is not None and not callable(init):
+            raise TypeError(f"init must be an async function, got {type(init).__name__}")
+        if prepare_threshold is not None and not isinstance(prepare_threshold, int):
+            raise TypeError(
+                "prepare_threshold must be an int, or None to never prepare statements, got "
+                f"{type(prepare_threshold).__name__}"
+            )
+        # What no error leaving connect() may quote: the URL's passwords, the password given,
+        # and the last values a password function returned (set_connect_args adds new ones).
+        self._secrets = Secrets(())
+        self._url: str | None = None
+        self._password: Password | None = None
+        self._conninfo = ""
+        self._init = init
+        self._prepare_threshold = prepare_threshold
+        self._row_factory = row_factory
+        self.set_connect_args(url, password=password, **params)
+
+    def set_connect_args(
+        self, url: str | None = None, *, password: Password | None = None, **params: Any
+    ) -> None:
+        """Replace the URL, the password and the libpq parameters for the connects from now
+        on (``init``, ``prepare_threshold`` and ``row_factory`` stay). Checked like the
+        constructor's, before anything changes. Connections already open keep what they were
+        opened with: call the pool's ``expire()`` to replace them as they come back."""
         if url is not None:
             _check_url(url)
         if "autocommit" in params:
@@ -362,32 +387,23 @@ class PsycopgDriver:
                 "clean connection is released without a round trip: remove autocommit=, and "
                 "begin transactions with conn.transaction() (or BEGIN)"
             )
-        if init is not None and not callable(init):
-            raise TypeError(f"init must be an async function, got {type(init).__name__}")
         if password is not None and not (isinstance(password, str) or callable(password)):
             raise TypeError(
                 "password must be a string or a function returning one, "
                 f"got {type(password).__name__}"
             )
-        if prepare_threshold is not None and not isinstance(prepare_threshold, int):
-            raise TypeError(
-                "prepare_threshold must be an int, or None to never prepare statements, got "
-                f"{type(prepare_threshold).__name__}"
-            )
-        self._url = url
-        self._password = password
-        # What no error leaving connect() may quote: the URL's passwords, the password given,
-        # and the last values a password function returned.
-        self._secrets = Secrets(url_secrets(url) if url is not None else ())
+        if url is not None:
+            for secret in url_secrets(url):
+                self._secrets.add(secret)
         if isinstance(password, str):
             self._secrets.add(password)
         for secret in ("password", "sslpassword"):  # libpq parameters given as keywords
             if isinstance(params.get(secret), str):
                 self._secrets.add(params[secret])
-        self._conninfo = self._conninfo_of(url, params)
-        self._init = init
-        self._prepare_threshold = prepare_threshold
-        self._row_factory = row_factory
+        conninfo = self._conninfo_of(url, params)  # (refuses a bad parameter before any change)
+        self._url = url
+        self._password = password
+        self._conninfo = conninfo
 
     def _conninfo_of(self, url: str | None, params: dict[str, Any]) -> str:
         """The libpq connection string of ``url`` and ``params``: parsed now, so that a
@@ -405,8 +421,10 @@ class PsycopgDriver:
             raise ValueError(f"invalid PostgreSQL connection parameters in {where}: {error}")
         sslmode = parsed.get("sslmode")
         if sslmode is not None and sslmode not in _SSLMODES:
+            # (The value is not quoted: after an unencoded '&' in a password parameter, it
+            # could be a piece of the password.)
             raise ValueError(
-                f"sslmode={sslmode!r} in {where} is not one of libpq's modes: use one of "
+                f"the sslmode in {where} is not one of libpq's modes: use one of "
                 f"{', '.join(sorted(_SSLMODES))}"
             )
         return conninfo

@@ -493,3 +493,28 @@ async def test_a_statement_that_outlives_reset_timeout_discards_the_connection(
         assert pool.stats().discarded == 1
         with pytest.raises(psycopg.OperationalError):
             await running  # terminated under it
+
+
+async def test_set_connect_args_applies_to_the_connects_that_follow(
+    postgres_server: PostgresServer,
+) -> None:
+    url = _psycopg_url(postgres_server.dsn)
+    driver = PsycopgDriver(url, application_name="before")
+
+    async def name_of(pool: Pool[Any]) -> str:
+        async with pool.acquire() as conn:
+            cursor = await conn.execute("SHOW application_name")
+            row = await cursor.fetchone()
+            assert row is not None
+            return str(row[0])
+
+    async with Pool(driver, max_size=1) as pool:
+        assert await name_of(pool) == "before"
+        driver.set_connect_args(url, application_name="after")
+        assert await name_of(pool) == "before"  # the open connection keeps its parameters
+        pool.expire()
+        assert await name_of(pool) == "after"
+        with pytest.raises(TypeError, match="autocommit"):
+            driver.set_connect_args(url, autocommit=False)
+        pool.expire()
+        assert await name_of(pool) == "after"  # a refused change changed nothing
