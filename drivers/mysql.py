@@ -36,7 +36,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import count
-from typing import Any, ClassVar, Final, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncmy
@@ -52,12 +52,10 @@ from aiodbpool import (
     guarded_statement,
     raw_connection,
 )
-from aiodbpool.redaction import Secrets, check_userinfo, redact_url, url_secrets
+from aiodbpool.redaction import Password, Secrets, check_userinfo, redact_url, url_secrets
 
 __all__ = ["MySQLDriver", "ReleasedConnectionError", "from_url"]
 
-Password: TypeAlias = "str | Callable[[], str] | Callable[[], Awaitable[str]]"
-"""A password, or a function (plain or async) asked for one at each connect."""
 
 _SCHEMES: Final = ("mysql", "mariadb")
 _URL_FORMS: Final = (
@@ -408,7 +406,7 @@ class MySQLDriver:
     # -- helpers --------------------------------------------------------------------------------
 
     async def _connect(self, *, run_init: bool) -> Connection:
-        password = await self._current_password()
+        password = await self._secrets.password_for_connect(self._password)
         # cancel: asyncmy closes a half-made connection itself
         conn: Connection = await asyncmy.connect(
             password=password or "", autocommit=True, **self._options
@@ -420,21 +418,6 @@ class MySQLDriver:
                 conn.close()  # half set-up: never let it reach a user
                 raise
         return conn
-
-    async def _current_password(self) -> str | None:
-        password = self._password
-        if password is None or isinstance(password, str):
-            return password
-        answer = password()
-        if inspect.isawaitable(answer):
-            answer = await answer
-        if not isinstance(answer, str):
-            raise TypeError(
-                f"the password function returned {type(answer).__name__}, not a string: make "
-                "the function given as password= return the password as a str"
-            )
-        self._secrets.remember(answer)
-        return answer
 
     async def _kill(self, thread_id: int) -> None:
         """End the server thread ``thread_id`` (ours) from a connection of its own."""

@@ -45,15 +45,13 @@ from aiodbpool import (
     guarded_statement,
     raw_connection,
 )
-from aiodbpool.redaction import Secrets, check_userinfo, redact_url, url_secrets
+from aiodbpool.redaction import Password, Secrets, check_userinfo, redact_url, url_secrets
 
 __all__ = ["PostgresDriver", "ReleasedConnectionError", "ResetMode", "from_url"]
 
 ResetMode: TypeAlias = Literal["transaction", "full"]
 """How much ``PostgresDriver.reset`` cleans: the open transaction only, or all session state."""
 
-Password: TypeAlias = "str | Callable[[], str] | Callable[[], Awaitable[str]]"
-"""A password, or a function (plain or async) asked for one at each connect."""
 
 _SCHEMES = ("postgresql", "postgres")
 
@@ -282,7 +280,9 @@ class PostgresDriver:
 
     async def _connect(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, password=await self._current_password(), **self._connect_options
+            self._dsn,
+            password=await self._secrets.password_for_connect(self._password),
+            **self._connect_options,
         )
         if self._init is not None:
             try:
@@ -293,23 +293,6 @@ class PostgresDriver:
                 conn.terminate()
                 raise
         return conn
-
-    async def _current_password(self) -> str | None:
-        """The password for the next connect: the one given, or the password function's answer
-        (remembered, so that errors quoting it are scrubbed)."""
-        password = self._password
-        if password is None or isinstance(password, str):
-            return password
-        answer = password()
-        if inspect.isawaitable(answer):
-            answer = await answer
-        if not isinstance(answer, str):
-            raise TypeError(
-                f"the password function returned {type(answer).__name__}, not a string: make "
-                "the function given as password= return the password as a str"
-            )
-        self._secrets.remember(answer)
-        return answer
 
     async def close(self, conn: asyncpg.Connection) -> None:
         """Close politely: tell the server goodbye and wait for the socket to close."""

@@ -33,7 +33,6 @@ Everything else is psycopg's: libpq parameters pass through, in the URL or as ke
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -53,7 +52,7 @@ from aiodbpool import (
     guarded_statement,
     raw_connection,
 )
-from aiodbpool.redaction import Secrets, check_userinfo, redact_url, url_secrets
+from aiodbpool.redaction import Password, Secrets, check_userinfo, redact_url, url_secrets
 
 __all__ = ["Connection", "PsycopgDriver", "ReleasedConnectionError", "from_url"]
 
@@ -61,8 +60,6 @@ Connection: TypeAlias = psycopg.AsyncConnection[Any]
 """What the pool lends: a psycopg async connection (its rows are tuples unless a ``row_factory``
 is given)."""
 
-Password: TypeAlias = "str | Callable[[], str] | Callable[[], Awaitable[str]]"
-"""A password, or a function (plain or async) asked for one at each connect."""
 
 SCHEME: Final = "postgresql+psycopg"
 """The URL scheme ``create_pool`` maps to this driver."""
@@ -446,7 +443,7 @@ class PsycopgDriver:
 
     async def _connect(self) -> Connection:
         options: dict[str, Any] = {}
-        password = await self._current_password()
+        password = await self._secrets.password_for_connect(self._password)
         if password is not None:
             options["password"] = password
         if self._row_factory is not None:
@@ -463,23 +460,6 @@ class PsycopgDriver:
                 conn.pgconn.finish()
                 raise
         return conn
-
-    async def _current_password(self) -> str | None:
-        """The password for the next connect: the one given, or the password function's answer
-        (remembered, so that errors quoting it are scrubbed)."""
-        password = self._password
-        if password is None or isinstance(password, str):
-            return password
-        answer = password()
-        if inspect.isawaitable(answer):
-            answer = await answer
-        if not isinstance(answer, str):
-            raise TypeError(
-                f"the password function returned {type(answer).__name__}, not a string: make "
-                "the function given as password= return the password as a str"
-            )
-        self._secrets.remember(answer)
-        return answer
 
     async def close(self, conn: Connection) -> None:
         """Close: tell the server goodbye and close the socket. Nothing on a closed one."""

@@ -22,10 +22,11 @@ row: a message that shows half a password has still given it away.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Final, TypeAlias
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from .errors import RedactedError
@@ -33,11 +34,16 @@ from .errors import RedactedError
 __all__ = [
     "MIN_RUN",
     "SECRET_PARAMETERS",
+    "Password",
     "Secrets",
     "check_userinfo",
     "redact_url",
     "url_secrets",
 ]
+
+Password: TypeAlias = "str | Callable[[], str] | Callable[[], Awaitable[str]]"
+"""A password as drivers take it: the password itself, or a function (plain or async) that
+returns the current one, called at every connect (rotating credentials, cloud IAM tokens)."""
 
 MIN_RUN: Final = 6
 """A run of this many characters of a secret, found in a text, counts as a leak."""
@@ -212,6 +218,23 @@ class Secrets:
     def remember(self, secret: str) -> None:
         """Keep ``secret`` until ``REMEMBERED`` newer ones have been remembered."""
         self._remembered.append(_forms(secret))
+
+    async def password_for_connect(self, password: Password | None) -> str | None:
+        """The password for the next connect: ``password`` itself, or what the password
+        function returns now, remembered (``remember``) so that an error quoting it is scrubbed.
+        A function that returns anything but a string is a ``TypeError`` naming the option."""
+        if password is None or isinstance(password, str):
+            return password
+        answer = password()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not isinstance(answer, str):
+            raise TypeError(
+                f"the password function returned {type(answer).__name__}, not a string: make "
+                "the function given as password= return the password as a str"
+            )
+        self.remember(answer)
+        return answer
 
     def __repr__(self) -> str:
         return f"<Secrets: {len(self._runs) + len(self._whole)} runs hidden>"
