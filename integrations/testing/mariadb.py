@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -49,18 +47,25 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from aiodbpool.redaction import Secrets
-
-from .postgres import PostgresServerError, _server_account, _tail, free_port
+from ._servers import TIMEOUT as _TIMEOUT
+from ._servers import (
+    Watchdog,
+    check_identifiers,
+    environment,
+    give_to,
+    identity,
+    log_section,
+    run,
+    scrubbed,
+    server_account,
+    tail,
+)
+from .postgres import SERVER_USER, SERVER_USER_VARIABLE, free_port
 
 if TYPE_CHECKING:
     import pwd
 
 __all__ = ["MariaDBServer", "MariaDBServerError", "mariadb_binaries"]
-
-_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
-_TIMEOUT = 60.0
-"""Seconds any one step (install, start, stop) may take before it counts as hung."""
 
 _SETTINGS = (
     "--bind-address=127.0.0.1",
@@ -124,12 +129,7 @@ class MariaDBServer:
         database: str = "aiodbpool",
         max_connections: int = 200,
     ) -> None:
-        for option, name in (("user", user), ("database", database)):
-            if not _IDENTIFIER.fullmatch(name):
-                raise ValueError(
-                    f"MariaDBServer(): {option} must be a plain lowercase SQL identifier, "
-                    f"such as 'app', not {name!r}"
-                )
+        check_identifiers("MariaDBServer", user=user, database=database)
         self._user = user
         # A fresh password for each server: tests read it from here, never hard-code it.
         self._password = password if password is not None else secrets.token_hex(12)
@@ -141,8 +141,8 @@ class MariaDBServer:
         self._base: Path | None = None
         self._port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
-        self._watchdog_pipe: int | None = None
+        # Cleans up should this process die without calling close().
+        self._watchdog = Watchdog()
         self._closed = False
         self.timings: dict[str, float] = {}
 
@@ -201,7 +201,7 @@ class MariaDBServer:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log."""
-        return _tail(self.log_path, lines)
+        return tail(self.log_path, lines)
 
     def __repr__(self) -> str:
         if self._base is None:
@@ -225,14 +225,12 @@ class MariaDBServer:
                 "run)"
             )
         mariadbd, install_db = binaries
-        try:
-            self._account = _server_account()
-        except PostgresServerError as error:  # (its message names PostgreSQL; the cause is ours)
-            message = str(error).replace(
-                "PostgreSQL refuses to run as root",
-                "MariaDBServer runs mariadbd as a system user when the tests run as root",
-            )
-            raise MariaDBServerError(message) from None
+        self._account = server_account(
+            SERVER_USER,
+            SERVER_USER_VARIABLE,
+            refusal="MariaDBServer runs mariadbd as a system user when the tests run as root",
+            error=MariaDBServerError,
+        )
         self._port = free_port()
         self._base = Path(tempfile.mkdtemp(prefix="aiodbpool-my-"))
         atexit.register(self.close)
@@ -241,7 +239,8 @@ class MariaDBServer:
                 raise MariaDBServerError(
                     f"Unix socket path too long: {self.socket_path}; set a shorter TMPDIR"
                 )
-            self._start_watchdog()
+            # The watchdog kills mariadbd and deletes the directory.
+            self._watchdog.start(self._dir)
             self._install(install_db)
             self._run_server(mariadbd, client)
             self._set_up()
@@ -284,7 +283,7 @@ class MariaDBServer:
             self._closed = True
             shutil.rmtree(base, ignore_errors=True)
             atexit.unregister(self.close)
-            self._stop_watchdog()
+            self._watchdog.stop()
 
     def __enter__(self) -> MariaDBServer:
         self.start()
@@ -334,7 +333,7 @@ class MariaDBServer:
         (base / "data").mkdir()
         (base / "tmp").mkdir()
         base.chmod(0o755)  # (mkdtemp made it 0700; the client reaches the socket through it)
-        self._give_to_server_user(base)
+        give_to(self._account, base)
         began = time.perf_counter()
         self._run(
             [install_db, "--no-defaults", f"--datadir={self.data_dir}",
@@ -362,11 +361,9 @@ class MariaDBServer:
                 cwd=base,
                 env=self._env(),
                 start_new_session=True,
-                user=self._uid,
-                group=self._gid,
-                extra_groups=self._extra_groups,
+                **identity(self._account),
             )  # fmt: skip
-        self._notify_watchdog(f"pid {self._process.pid}")
+        self._watchdog.notify(f"pid {self._process.pid}")
         deadline = time.monotonic() + _TIMEOUT
         # Answering a statement, not only accepting on the socket, means it finished starting.
         while not self._answers(client):
@@ -409,19 +406,6 @@ class MariaDBServer:
         )
         self.timings["setup"] = time.perf_counter() - began
 
-    def _give_to_server_user(self, path: Path) -> None:
-        if self._account is None:
-            return
-        for folder, dirs, files in os.walk(path):
-            os.chown(folder, self._account.pw_uid, self._account.pw_gid)
-            for name in (*dirs, *files):
-                os.chown(
-                    os.path.join(folder, name),
-                    self._account.pw_uid,
-                    self._account.pw_gid,
-                    follow_symlinks=False,
-                )
-
     # --- running programs ------------------------------------------------------------------------
 
     def _run(
@@ -432,109 +416,24 @@ class MariaDBServer:
         stdin: str | None = None,
         as_server: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        try:
-            result = subprocess.run(
-                [str(arg) for arg in args],
-                input=stdin if stdin is not None else "",
-                capture_output=True,
-                text=True,
-                cwd=self._dir,
-                env=self._env(),
-                timeout=_TIMEOUT + 30,
-                start_new_session=True,
-                check=False,
-                user=self._uid if as_server else None,
-                group=self._gid if as_server else None,
-                extra_groups=self._extra_groups if as_server else None,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise self._error(f"{what} hung for {exc.timeout}s\n{self._log_section()}") from None
-        if result.returncode != 0:
-            raise self._error(
-                f"{what} failed (exit {result.returncode}):\n"
-                f"{(result.stdout + result.stderr).strip()}\n{self._log_section()}"
-            )
-        return result
+        return run(
+            args,
+            what=what,
+            cwd=self._dir,
+            env=self._env(),
+            account=self._account if as_server else None,
+            log=self.log_path,
+            error=self._error,
+            stdin=stdin if stdin is not None else "",
+        )
 
     def _log_section(self) -> str:
-        return f"--- end of {self.log_path} ---\n{self.log_tail()}"
+        return log_section(self.log_path)
 
     def _error(self, message: str) -> MariaDBServerError:
         """A ``MariaDBServerError`` whose message shows no piece of the application password."""
-        return MariaDBServerError(Secrets([self._password]).scrub(message))
-
-    @property
-    def _uid(self) -> int | None:
-        return None if self._account is None else self._account.pw_uid
-
-    @property
-    def _gid(self) -> int | None:
-        return None if self._account is None else self._account.pw_gid
-
-    @property
-    def _extra_groups(self) -> list[int] | None:
-        return None if self._account is None else []
+        return scrubbed(MariaDBServerError, self._password, message)
 
     def _env(self) -> dict[str, str]:
         # No MYSQL_* / MARIADB_* variables from the caller's environment may steer the programs.
-        env = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith(("MYSQL", "MARIADB"))
-        }
-        env["LC_ALL"] = "C"
-        if self._account is not None:
-            env["HOME"] = str(self._dir)
-            env["USER"] = env["LOGNAME"] = self._account.pw_name
-        return env
-
-    # --- the watchdog ----------------------------------------------------------------------------
-
-    def _start_watchdog(self) -> None:
-        """Start a process that cleans up if this one dies without calling :meth:`close`.
-
-        It reads a pipe whose only write end is ours: end-of-file means this process closed it
-        (in :meth:`close`, after cleaning up) or died. If the directory still exists then, it
-        kills the server and deletes the directory.
-        """
-        read_end, self._watchdog_pipe = os.pipe()
-        try:
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG, str(self._dir)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
-
-    def _notify_watchdog(self, line: str) -> None:
-        if self._watchdog_pipe is not None:
-            os.write(self._watchdog_pipe, f"{line}\n".encode())
-
-    def _stop_watchdog(self) -> None:
-        pipe, self._watchdog_pipe = self._watchdog_pipe, None
-        if pipe is not None:
-            os.close(pipe)
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.wait(_TIMEOUT)
-
-
-# The watchdog's program (see MariaDBServer._start_watchdog). Its argument is the server's
-# directory; lines "pid N" on stdin name the processes to kill.
-_WATCHDOG = """\
-import os, shutil, signal, sys
-base = sys.argv[1]
-pids = [int(line.split()[1]) for line in sys.stdin if line.startswith("pid ")]
-if os.path.isdir(base):
-    for pid in pids:
-        try:  # only a process started from this server's directory, not a reused pid
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if base.encode() in cmdline.read():
-                    os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    shutil.rmtree(base, ignore_errors=True)
-"""
+        return environment(self._account, self._dir, drop=("MYSQL", "MARIADB"))

@@ -39,13 +39,11 @@ import atexit
 import hashlib
 import importlib.util
 import os
-import re
 import secrets
 import shutil
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -54,7 +52,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeAlias
 from urllib.parse import quote
 
-from aiodbpool.redaction import Secrets
+from ._servers import TIMEOUT as _TIMEOUT
+from ._servers import (
+    Watchdog,
+    check_identifiers,
+    environment,
+    give_to,
+    identity,
+    run,
+    scrubbed,
+    server_account,
+    tail,
+)
 
 if TYPE_CHECKING:
     import pwd  # (imported when needed: the module also imports where there is no pwd)
@@ -83,10 +92,6 @@ SERVER_USER = "aiodbpool"
 SERVER_USER_VARIABLE = "AIODBPOOL_TEST_SERVER_USER"
 """The environment variable naming another system user than :data:`SERVER_USER` (one that exists
 already, for a system without ``useradd``)."""
-
-_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
-_TIMEOUT = 60.0
-"""Seconds any one step (initdb, start, stop, pgbouncer start) may take before it counts as hung."""
 
 _SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -149,40 +154,6 @@ def free_port() -> int:
         return port
 
 
-def _server_account() -> pwd.struct_passwd | None:
-    """The account to run the servers as: ``None`` (ourselves) unless we are root, in which case
-    the system user :data:`SERVER_USER` (or ``$AIODBPOOL_TEST_SERVER_USER``), created if missing.
-    """
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    name = os.environ.get(SERVER_USER_VARIABLE) or SERVER_USER
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    # Another test session may create it at the same moment: look again whatever useradd says.
-    try:
-        created = subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
-             "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True,
-            text=True,
-            check=False,
-        )  # fmt: skip
-        why = created.stderr.strip() or f"useradd exited with {created.returncode}"
-    except OSError as error:  # no useradd on this system
-        why = str(error)
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise PostgresServerError(
-            f"PostgreSQL refuses to run as root, and creating the system user {name!r} failed: "
-            f"{why}; create it yourself, or name an existing one in ${SERVER_USER_VARIABLE}"
-        ) from None
-
-
 def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
     """Whether ``account`` may enter every directory from ``/`` down to ``path``."""
     for folder in (path, *path.parents):
@@ -234,14 +205,6 @@ def _runnable_bin_dir(bin_dir: Path, account: pwd.struct_passwd | None) -> Path:
     return copied_bin
 
 
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return f"({path} does not exist)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 class PostgresServer:
     """A throwaway PostgreSQL server in a temporary directory, for tests.
 
@@ -264,12 +227,7 @@ class PostgresServer:
         max_connections: int = 200,
         bin_dir: Path | None = None,
     ) -> None:
-        for option, name in (("user", user), ("database", database)):
-            if not _IDENTIFIER.fullmatch(name):
-                raise ValueError(
-                    f"PostgresServer(): {option} must be a plain lowercase SQL identifier, "
-                    f"such as 'app', not {name!r}"
-                )
+        check_identifiers("PostgresServer", user=user, database=database)
         self._user = user
         # A fresh password for each cluster: tests read it from here, never hard-code it.
         self._password = password if password is not None else secrets.token_hex(12)
@@ -286,9 +244,8 @@ class PostgresServer:
         self._bouncer: subprocess.Popen[bytes] | None = None
         self._bouncer_mode: PoolMode | None = None
         self._bouncer_port: int | None = None
-        # The watchdog process, and the write end of the pipe that is its stdin.
-        self._watchdog: subprocess.Popen[bytes] | None = None
-        self._watchdog_pipe: int | None = None
+        # Cleans up should this process die without calling close().
+        self._watchdog = Watchdog()
         self.timings: dict[str, float] = {}
 
     # --- where to connect ------------------------------------------------------------------------
@@ -350,7 +307,7 @@ class PostgresServer:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log."""
-        return _tail(self.log_path, lines)
+        return tail(self.log_path, lines)
 
     def __repr__(self) -> str:
         if self._base is None:
@@ -415,7 +372,7 @@ class PostgresServer:
             self._base = None
             shutil.rmtree(base, ignore_errors=True)
             atexit.unregister(self.close)
-            self._stop_watchdog()
+            self._watchdog.stop()
 
     def __enter__(self) -> PostgresServer:
         self.start()
@@ -498,19 +455,17 @@ class PostgresServer:
                 cwd=self._dir,
                 env=self._env(),
                 start_new_session=True,
-                user=self._uid,
-                group=self._gid,
-                extra_groups=self._extra_groups,
+                **identity(self._account),
             )
-        self._notify_watchdog(f"pid {self._bouncer.pid}")
+        self._watchdog.notify(f"pid {self._bouncer.pid}")
         deadline = time.monotonic() + _TIMEOUT
         while not self._accepts(self._bouncer_port):
             if self._bouncer.poll() is not None:
                 self._bouncer = None
-                raise self._error(f"pgbouncer exited at start:\n{_tail(log, 40)}")
+                raise self._error(f"pgbouncer exited at start:\n{tail(log, 40)}")
             if time.monotonic() > deadline:
                 self.stop_pgbouncer()
-                raise self._error(f"pgbouncer not listening after {_TIMEOUT}s:\n{_tail(log, 40)}")
+                raise self._error(f"pgbouncer not listening after {_TIMEOUT}s:\n{tail(log, 40)}")
             time.sleep(0.01)
         self.timings["pgbouncer"] = time.perf_counter() - began
         return self._bouncer_dsn()
@@ -561,7 +516,7 @@ server_login_retry = 1
 ignore_startup_parameters = extra_float_digits
 """
         )
-        self._give_to_server_user(folder)
+        give_to(self._account, folder)
         return config
 
     @staticmethod
@@ -584,12 +539,26 @@ ignore_startup_parameters = extra_float_digits
         return self._base
 
     def _create(self) -> None:
-        self._account = _server_account()
+        self._account = server_account(
+            SERVER_USER,
+            SERVER_USER_VARIABLE,
+            refusal="PostgreSQL refuses to run as root",
+            error=PostgresServerError,
+        )
         self._bin = _runnable_bin_dir(self._bin, self._account)
         self._port = free_port()
         self._base = Path(tempfile.mkdtemp(prefix="aiodbpool-pg-"))
         atexit.register(self.close)
-        self._start_watchdog()
+        # The watchdog stops a server left running (its postmaster.pid exists) and deletes
+        # the directory; it also kills a pgbouncer that was started.
+        self._watchdog.start(
+            self._dir,
+            account=self._account,
+            stop=(
+                self.data_dir / "postmaster.pid",
+                [self._bin / "pg_ctl", "stop", "-D", self.data_dir, "-m", "immediate", "-w"],
+            ),
+        )
         try:
             self._initdb()
             began = time.perf_counter()
@@ -607,7 +576,7 @@ ignore_startup_parameters = extra_float_digits
         (base / "socket").mkdir()
         # The server user owns the whole tree; we (root) can read it anyway.
         base.chmod(0o755)
-        self._give_to_server_user(base)
+        give_to(self._account, base)
         socket_file = self.socket_dir / f".s.PGSQL.{self.port}"
         if len(os.fsencode(socket_file)) > 107:
             raise PostgresServerError(
@@ -636,19 +605,6 @@ ignore_startup_parameters = extra_float_digits
             "host    all       all       127.0.0.1/32   scram-sha-256\n"
         )
 
-    def _give_to_server_user(self, path: Path) -> None:
-        if self._account is None:
-            return
-        for folder, dirs, files in os.walk(path):
-            os.chown(folder, self._account.pw_uid, self._account.pw_gid)
-            for name in (*dirs, *files):
-                os.chown(
-                    os.path.join(folder, name),
-                    self._account.pw_uid,
-                    self._account.pw_gid,
-                    follow_symlinks=False,
-                )
-
     # --- running programs ------------------------------------------------------------------------
 
     def _pg_ctl(
@@ -668,120 +624,22 @@ ignore_startup_parameters = extra_float_digits
         check: bool = True,
         as_server: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        try:
-            # Its own session: pg_ctl's postmaster outlives it, and a Ctrl-C meant for pytest
-            # must not shut the server down under the fixtures' finalizers.
-            result = subprocess.run(
-                [str(arg) for arg in args],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                cwd=self._dir,
-                env=self._env(),
-                timeout=_TIMEOUT + 30,
-                start_new_session=True,
-                check=False,
-                user=self._uid if as_server else None,
-                group=self._gid if as_server else None,
-                extra_groups=self._extra_groups if as_server else None,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise self._error(f"{what} hung for {exc.timeout}s\n{self._log_section()}") from None
-        if check and result.returncode != 0:
-            raise self._error(
-                f"{what} failed (exit {result.returncode}):\n"
-                f"{(result.stdout + result.stderr).strip()}\n{self._log_section()}"
-            )
-        return result
-
-    def _log_section(self) -> str:
-        return f"--- end of {self.log_path} ---\n{self.log_tail()}"
+        return run(
+            args,
+            what=what,
+            cwd=self._dir,
+            env=self._env(),
+            account=self._account if as_server else None,
+            log=self.log_path,
+            error=self._error,
+            check=check,
+        )
 
     def _error(self, message: str) -> PostgresServerError:
         """A ``PostgresServerError`` whose message, which may quote a statement, a program's
         output or a log, shows no piece of the application role's password."""
-        return PostgresServerError(Secrets([self._password]).scrub(message))
-
-    # The identity to give the server programs: None leaves ours.
-    @property
-    def _uid(self) -> int | None:
-        return None if self._account is None else self._account.pw_uid
-
-    @property
-    def _gid(self) -> int | None:
-        return None if self._account is None else self._account.pw_gid
-
-    @property
-    def _extra_groups(self) -> list[int] | None:
-        return None if self._account is None else []
+        return scrubbed(PostgresServerError, self._password, message)
 
     def _env(self) -> dict[str, str]:
         # No PG* variables from the caller's environment (PGHOST, PGDATA, ...) may steer the tools.
-        env = {name: value for name, value in os.environ.items() if not name.startswith("PG")}
-        env["LC_ALL"] = "C"
-        if self._account is not None:
-            env["HOME"] = str(self._dir)
-            env["USER"] = env["LOGNAME"] = self._account.pw_name
-        return env
-
-    # --- the watchdog ----------------------------------------------------------------------------
-
-    def _start_watchdog(self) -> None:
-        """Start a process that cleans up if this one dies without calling :meth:`close`.
-
-        The watchdog reads a pipe whose only write end is ours: end-of-file means this process
-        closed it (in :meth:`close`, after cleaning up) or died. If the directory still exists
-        then, it stops the server and pgbouncer and deletes the directory.
-        """
-        read_end, self._watchdog_pipe = os.pipe()
-        uid, gid = (
-            (-1, -1) if self._account is None else (self._account.pw_uid, self._account.pw_gid)
-        )
-        try:
-            # Its own session, so that a Ctrl-C which stops pytest halfway does not stop it too.
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG, str(self._dir), str(self._bin / "pg_ctl"),
-                 str(uid), str(gid)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        finally:
-            os.close(read_end)
-
-    def _notify_watchdog(self, line: str) -> None:
-        if self._watchdog_pipe is not None:
-            os.write(self._watchdog_pipe, f"{line}\n".encode())
-
-    def _stop_watchdog(self) -> None:
-        pipe, self._watchdog_pipe = self._watchdog_pipe, None
-        if pipe is not None:
-            os.close(pipe)
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.wait(_TIMEOUT)
-
-
-# The watchdog's program (see PostgresServer._start_watchdog). Arguments: the server's directory,
-# the path of pg_ctl, and the uid and gid to run pg_ctl as (-1: unchanged). Lines on stdin name
-# the processes to end: "pid N" for a pgbouncer that was started.
-_WATCHDOG = """\
-import os, shutil, signal, subprocess, sys
-base, pg_ctl, uid, gid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-pids = [int(line.split()[1]) for line in sys.stdin if line.startswith("pid ")]
-if os.path.isdir(base):
-    for pid in pids:
-        try:  # only a process started from this cluster's directory, not a reused pid
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if base.encode() in cmdline.read():
-                    os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    data = os.path.join(base, "data")
-    if os.path.exists(os.path.join(data, "postmaster.pid")):
-        as_user = {} if uid < 0 else {"user": uid, "group": gid, "extra_groups": []}
-        subprocess.run([pg_ctl, "stop", "-D", data, "-m", "immediate", "-w"], cwd="/",
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60, **as_user)
-    shutil.rmtree(base, ignore_errors=True)
-"""
+        return environment(self._account, self._dir, drop=("PG",))
