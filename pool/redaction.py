@@ -227,7 +227,7 @@ class Secrets:
             return password
         answer = password()
         if inspect.isawaitable(answer):
-            answer = await answer
+            answer = await answer  # cancel: the connect does not start; nothing is remembered
         if not isinstance(answer, str):
             raise TypeError(
                 f"the password function returned {type(answer).__name__}, not a string: make "
