@@ -30,13 +30,13 @@ And, for the MySQL driver:
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 import uvloop
 from chromium import Page, chromium_binary, headless_chromium
 from faultproxy import FaultProxy
+from helpers import needs_program
 
 from aiodbpool.integrations.testing import MariaDBServer, PostgresServer
 from aiodbpool.integrations.testing.mariadb import mariadb_binaries
@@ -56,22 +56,14 @@ def pgbouncer_dsn(postgres_server: PostgresServer) -> str:
 
     Through pgbouncer 1.18, asyncpg needs ``statement_cache_size=0``.
     """
-    if pgbouncer_binary() is None:
-        message = "needs pgbouncer (Debian package 'pgbouncer'; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}, and CI must run every test", pytrace=False)
-        pytest.skip(message)
+    needs_program(pgbouncer_binary(), "pgbouncer", "pgbouncer")
     return postgres_server.start_pgbouncer("transaction")
 
 
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariaDBServer]:
     """A throwaway MariaDB server, started on first use and deleted at the end of the session."""
-    if mariadb_binaries() is None:
-        message = "needs mariadbd (Debian package 'mariadb-server'; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}, and CI must run every test", pytrace=False)
-        pytest.skip(message)
+    needs_program(mariadb_binaries(), "mariadbd", "mariadb-server")
     with MariaDBServer() as server:
         yield server
 
@@ -98,10 +90,7 @@ async def fault_proxy(postgres_server: PostgresServer) -> AsyncIterator[FaultPro
 async def chromium() -> AsyncIterator[Page]:
     """A tab of a headless Chromium, with an empty profile, closed after the test."""
     binary = chromium_binary()
-    if binary is None:
-        message = "needs Chromium (Debian package 'chromium'; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}, and CI must run every test", pytrace=False)
-        pytest.skip(message)
+    needs_program(binary, "Chromium", "chromium")
+    assert binary is not None
     async with headless_chromium(binary) as page:
         yield page

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -29,12 +30,25 @@ __all__ = [
     "check_books",
     "maintenance_rounds",
     "maintenance_tasks",
+    "needs_program",
     "run_in_a_new_loop_of_the_same_kind",
     "wait_for_waiters",
     "wait_until",
 ]
 
 C = TypeVar("C")
+
+
+def needs_program(found: object, program: str, package: str) -> None:
+    """Skip the test when ``program`` (from Debian's ``package``, which ``.ci/run`` installs) is
+    missing: ``found`` is where it was looked up, None if not found. Under ``CI=true`` the test
+    fails instead, since CI must run every test."""
+    if found is not None:
+        return
+    message = f"needs {program} (Debian package {package!r}; .ci/run installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}, and CI must run every test", pytrace=False)
+    pytest.skip(message)
 
 
 async def wait_until(

@@ -4,24 +4,19 @@ of a real browser."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from chromium import chromium_binary
+from helpers import needs_program
 
 ROOT = Path(__file__).resolve().parents[2]
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_screenshot_script_photographs_the_dashboard_and_devtools(tmp_path: Path) -> None:
-    if chromium_binary() is None:
-        message = "needs Chromium (Debian package 'chromium'; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}, and CI must run every test", pytrace=False)
-        pytest.skip(message)
+    needs_program(chromium_binary(), "Chromium", "chromium")
     run = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "screenshots.py"), "--out", str(tmp_path)],
         capture_output=True,
