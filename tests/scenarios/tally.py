@@ -245,3 +245,77 @@ def unaccounted(stats: PoolStats, shown: int, shown_after_close: int) -> int:
     """Connections unaccounted for: still in use or opening, the server's sessions that the pool
     does not hold, and sessions left once the pool is closed."""
     return stats.in_use + stats.opening + abs(shown - stats.size) + shown_after_close
+
+
+@dataclass(frozen=True)
+class Restart:
+    """What ``restart_under_load`` saw: when the server was restarted and back, the first
+    operation served after that, and when each failed operation began."""
+
+    restart_began: float
+    server_back: float
+    first_success: float
+    failures: list[float]
+
+    @property
+    def recovery(self) -> float:
+        """Seconds from the server's return to the first operation served."""
+        return self.first_success - self.server_back
+
+    @property
+    def restart_ms(self) -> float:
+        return (self.server_back - self.restart_began) * 1000
+
+    def failures_after_recovery(self) -> list[float]:
+        """Operations begun after the pool served again that failed: there should be none."""
+        return [began for began in self.failures if began > self.first_success]
+
+
+async def restart_under_load(
+    server: PostgresServer,
+    tally: Tally,
+    operation: Callable[[], Awaitable[None]],
+    *,
+    clients: int = 50,
+    bound: float = 20.0,
+) -> Restart:
+    """Scenario: ``clients`` tasks run ``operation`` in a loop (each bounded by ``bound``
+    seconds, counted in ``tally``) while ``server`` restarts: 200 operations before, the restart,
+    then on until 200 more have been served after the first one that succeeded again."""
+    successes: list[float] = []  # when each successful operation ended
+    failures: list[float] = []  # when each failed operation began
+    warmed_up = asyncio.Event()
+    served_again = asyncio.Event()
+    stop = asyncio.Event()
+    server_back = float("inf")
+
+    async def client() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            succeeded = await tally.run(operation, bound=bound)
+            if succeeded:
+                successes.append(time.monotonic())
+                if successes[-1] > server_back:
+                    served_again.set()
+            else:
+                failures.append(began)
+            if tally.attempted >= 200:
+                warmed_up.set()
+            if not succeeded:
+                await asyncio.sleep(0.01)  # a client backs off a little after an error
+
+    running = [asyncio.ensure_future(client()) for _ in range(clients)]
+    try:
+        await warmed_up.wait()
+        restart_began = time.monotonic()
+        await asyncio.to_thread(server.restart)
+        server_back = time.monotonic()
+        async with asyncio.timeout(30):
+            await served_again.wait()
+        served_before = len(successes)
+        await wait_until(lambda: len(successes) >= served_before + 200, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
+    first_success = min(when for when in successes if when > server_back)
+    return Restart(restart_began, server_back, first_success, failures)

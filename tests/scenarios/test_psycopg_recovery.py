@@ -5,16 +5,12 @@ server showing only what the pool holds.
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
 from typing import Any
 
 import asyncpg
 import psycopg
 import pytest
-from helpers import wait_until
-from tally import Tally, server_shows, unique_app_name
+from tally import Tally, restart_under_load, server_shows, unique_app_name
 
 from aiodbpool import Pool, PoolError, create_pool
 from aiodbpool.integrations.testing import PostgresServer
@@ -87,54 +83,21 @@ async def test_the_pool_recovers_from_a_server_restart_under_load(
     app_name = unique_app_name("psycopg-restart")
     pool = _pool(postgres_server.dsn, app_name, max_size=10, acquire_timeout=5, connect_timeout=5)
     tally = Tally("database restart under load, psycopg", allowed=PSYCOPG_OUTAGE_ERRORS)
-    successes: list[float] = []  # when each successful operation ended
-    failures: list[float] = []  # when each failed operation began
-    warmed_up = asyncio.Event()
-    served_again = asyncio.Event()
-    stop = asyncio.Event()
-    server_back = math.inf
-
-    async def client() -> None:
-        while not stop.is_set():
-            began = time.monotonic()
-            succeeded = await tally.run(lambda: _select_one(pool), bound=OPERATION_BOUND)
-            if succeeded:
-                successes.append(time.monotonic())
-                if successes[-1] > server_back:
-                    served_again.set()
-            else:
-                failures.append(began)
-            if tally.attempted >= 200:
-                warmed_up.set()
-            if not succeeded:
-                await asyncio.sleep(0.01)  # a client backs off a little after an error
 
     async with pool:
-        clients = [asyncio.ensure_future(client()) for _ in range(50)]
-        await warmed_up.wait()
-        restart_began = time.monotonic()
-        await asyncio.to_thread(postgres_server.restart)
-        server_back = time.monotonic()
-        async with asyncio.timeout(30):
-            await served_again.wait()
-        # The clients run on until 200 more operations have been served after the first.
-        served_before = len(successes)
-        await wait_until(lambda: len(successes) >= served_before + 200, timeout=30)
-        stop.set()
-        await asyncio.gather(*clients)
-
-        first_success = min(when for when in successes if when > server_back)
-        recovery = first_success - server_back
+        restart = await restart_under_load(
+            postgres_server, tally, lambda: _select_one(pool), bound=OPERATION_BOUND
+        )
         stats = pool.stats()
         assert stats.in_use == 0
         await _sessions_are(postgres_server.dsn, app_name, stats.size)
     await _sessions_are(postgres_server.dsn, app_name, 0)
     tally.report(
-        faults=f"pg_ctl restart -m fast ({(server_back - restart_began) * 1000:.0f} ms), 50 tasks",
+        faults=f"pg_ctl restart -m fast ({restart.restart_ms:.0f} ms), 50 tasks",
         leaked=0,
-        recovery=f"{recovery * 1000:.0f} ms after the server was back",
+        recovery=f"{restart.recovery * 1000:.0f} ms after the server was back",
     )
     assert tally.hung == 0
-    assert recovery < 10
+    assert restart.recovery < 10
     # Once the pool serves again, it serves: no request begun after that fails.
-    assert [began for began in failures if began > first_success] == []
+    assert restart.failures_after_recovery() == []
