@@ -918,8 +918,13 @@ class Pool(Generic[C]):
             try:
                 # cancel: the connects stop, what opened is closed; the pool stays unopened
                 failures = await self._open_connections(missing, deadline)
+                out_of_time = False
             except TimeoutError:  # the deadline passed while connects were still under way
-                raise self._not_opened(count, missing, timeout, failures) from None
+                out_of_time = True
+            if out_of_time:
+                # Raised here, not in the except block: the error's cause is the last connect
+                # error, and "from None" there would have erased it.
+                raise self._not_opened(count, missing, timeout, failures)
             if not failures:
                 return
             missing = len(failures)

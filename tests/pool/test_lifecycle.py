@@ -21,6 +21,7 @@ from helpers import (
 
 from aiodbpool import ConnectionReleased, Pool, PoolClosed, PoolConnectError, PoolTimeout
 from aiodbpool.drivers.fake import FakeClock, FakeConnection, FakeConnectionError, FakeDriver
+from aiodbpool.events import ConnectFailed, PoolEvent
 
 # ------------------------------------------------------------------ open
 
@@ -722,3 +723,27 @@ async def test_a_second_open_tries_itself_when_the_first_is_cancelled() -> None:
     assert pool.stats().idle == 2
     assert first.cancelled()
     await pool.close()
+
+
+async def test_open_whose_deadline_passes_mid_connect_keeps_the_last_error_as_cause() -> None:
+    """The deadline may pass while a retry's connects are still under way: the error still
+    carries the last connect error as its cause."""
+    driver = FakeDriver()
+    pool = _retrying_pool(driver)
+    driver.fail_next_connects(2, FakeConnectionError("refused by the test"))
+    failed_connects = 0
+
+    def stall_after_the_failures(event: PoolEvent) -> None:
+        nonlocal failed_connects
+        if isinstance(event, ConnectFailed):
+            failed_connects += 1
+            if failed_connects == 2:
+                driver.stall_connects()  # the retries hang until the deadline
+
+    pool.add_listener(stall_after_the_failures)
+    with pytest.raises(PoolConnectError, match="refused by the test") as failed:
+        await pool.open(timeout=0.2)
+
+    assert isinstance(failed.value.__cause__, FakeConnectionError)
+    assert repr(pool).startswith("<Pool 'db' new size=0")
+    driver.heal()
